@@ -1,0 +1,688 @@
+"""Oba's configuration: pydantic models, YAML loading with line numbers, overrides, rendering.
+
+Rules for this module:
+- Key names are the original Oba's camelCase names (`server.tlsAddress`, `directory.baseDN`).
+- Sources are applied in the original's order: built-in defaults, then the YAML file (after
+  `${VAR}` / `${VAR:-default}` substitution), then command-line overrides, then `OBA_*`
+  environment variables, which win over everything.
+- Every problem becomes a `ConfigError` whose lines read `ORIGIN: section.key: message`, where
+  ORIGIN is `FILE:LINE` for values from the file, `<env NAME>` or `<command line>` otherwise.
+- Unknown keys, wrong types and malformed durations or sizes are errors, never ignored.
+- The reference page (docs/configuration.md), `oba config init` and the environment variable
+  names are all generated from the models below, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
+from pydantic.fields import FieldInfo
+
+__all__ = [
+    "ENV_PREFIX",
+    "MASK",
+    "Config",
+    "ConfigError",
+    "DirectoryConfig",
+    "LoggingConfig",
+    "ServerConfig",
+    "StorageConfig",
+    "default_config",
+    "dump_config",
+    "env_variables",
+    "format_duration",
+    "load_config",
+    "parse_duration",
+    "parse_size",
+    "render_config_reference",
+    "render_default_yaml",
+]
+
+ENV_PREFIX = "OBA_"
+MASK = "********"
+
+
+class ConfigError(Exception):
+    """One or more configuration problems; `errors` holds one formatted line per problem."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = list(errors)
+        super().__init__("\n".join(self.errors))
+
+
+# --------------------------------------------------------------------------- value types
+
+_DURATION_UNITS: dict[str, float] = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)")
+
+
+def parse_duration(value: object) -> timedelta:
+    """Parse `150ms`, `30s`, `5m`, `1h`, `2d`, compounds like `1h30m`, or a number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 5m or 1h, got a boolean")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("duration must not be negative")
+        return timedelta(seconds=value)
+    if not isinstance(value, str):
+        raise ValueError(f"expected a duration such as 30s, 5m or 1h, got {type(value).__name__}")
+    text = value.strip()
+    if re.fullmatch(r"\d+(?:\.\d+)?", text):
+        return timedelta(seconds=float(text))
+    pos = 0
+    seconds = 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != pos:
+            break
+        seconds += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    if not text or pos != len(text):
+        raise ValueError(
+            f"invalid duration {value!r} (use a number with a unit: ms, s, m, h, d, e.g. 30s)"
+        )
+    return timedelta(seconds=seconds)
+
+
+def format_duration(value: timedelta) -> str:
+    """Render a duration the way a person writes it: `30s`, `1h30m`, `150ms`, `2d`."""
+    ms = round(value.total_seconds() * 1000)
+    if ms == 0:
+        return "0s"
+    parts: list[str] = []
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        count, ms = divmod(ms, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    if ms:
+        parts.append(f"{ms}ms")
+    return "".join(parts)
+
+
+_SIZE_UNITS: dict[str, int] = {
+    "": 1,
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+
+
+def parse_size(value: object) -> int:
+    """Parse a byte count: an integer, or a string like `10MiB`, `256MB`, `16GiB`."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size in bytes, got a boolean")
+    if isinstance(value, int):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected a size in bytes, got {type(value).__name__}")
+    match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", value)
+    if match is None or match.group(2).lower() not in _SIZE_UNITS:
+        raise ValueError(f"invalid size {value!r} (use bytes or a unit: KiB, MiB, GiB, MB, ...)")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """Field metadata: how the reference page names the type, and special handling."""
+
+    name: str
+    path: bool = False
+    secret: bool = False
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
+    _Kind("duration"),
+]
+Size = Annotated[int, BeforeValidator(parse_size), Field(gt=0), _Kind("size (bytes)")]
+PathStr = Annotated[str, _Kind("path", path=True)]
+Secret = Annotated[str, _Kind("string (secret)", secret=True)]
+IndexType = Literal["eq", "pres", "sub"]
+
+
+def _check_address(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"invalid address {value!r}: expected HOST:PORT or :PORT")
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        raise ValueError(f"invalid address {value!r}: put IPv6 hosts in brackets, [::1]:389")
+    return value
+
+
+Address = Annotated[str, _Kind("host:port")]
+
+
+# --------------------------------------------------------------------------- models
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+
+class ServerConfig(_Section):
+    """LDAP listeners and connection limits."""
+
+    address: Address = Field(
+        default=":389", description="LDAP listen address (HOST:PORT, or :PORT for all)."
+    )
+    tlsAddress: Address = Field(
+        default=":636",
+        description="LDAPS listen address; used when tlsCert and tlsKey are set.",
+    )
+    tlsCert: PathStr = Field(default="", description="PEM certificate file for LDAPS and StartTLS.")
+    tlsKey: PathStr = Field(default="", description="PEM private key file for tlsCert.")
+    maxConnections: int = Field(default=10000, gt=0, description="Most client connections at once.")
+    readTimeout: Duration = Field(
+        default=timedelta(seconds=30),
+        description="Idle time after which a client connection is closed.",
+    )
+    writeTimeout: Duration = Field(
+        default=timedelta(seconds=30),
+        description="Longest wait for a client to accept a response.",
+    )
+    pidFile: PathStr = Field(
+        default="", description="Write the process id to this file (empty: none)."
+    )
+    maxMessageSize: Size = Field(
+        default=10 * 1024 * 1024,
+        description="Largest LDAP request accepted, in bytes.",
+    )
+
+    @field_validator("address", "tlsAddress")
+    @classmethod
+    def _valid_address(cls, value: str) -> str:
+        return _check_address(value)
+
+
+class DirectoryConfig(_Section):
+    """The naming context served and its administrator."""
+
+    baseDN: str = Field(default="", description="Suffix of the tree, e.g. dc=example,dc=com.")
+    rootDN: str = Field(default="", description="Administrator DN, not subject to access control.")
+    rootPassword: Secret = Field(
+        default="",
+        description="Administrator password: cleartext or a {SCHEME} hash.",
+    )
+
+
+class StorageConfig(_Section):
+    """The LMDB database (ObaDB)."""
+
+    dataDir: PathStr = Field(default="/var/lib/oba", description="Directory holding the database.")
+    indexes: dict[str, list[IndexType]] | None = Field(
+        default=None,
+        description="Attribute → index types (eq, pres, sub); unset: the built-in default set.",
+    )
+    mapSize: Size = Field(
+        default=16 * 1024**3,
+        description="LMDB map size: the largest the database may grow, in bytes.",
+    )
+
+
+class LoggingConfig(_Section):
+    """Server log output."""
+
+    level: Literal["debug", "info", "warn", "error"] = Field(
+        default="info", description="Lowest level logged."
+    )
+    format: Literal["json", "text"] = Field(
+        default="text", description="One JSON object per line, or plain text."
+    )
+    output: PathStr = Field(
+        default="stdout", description="stdout, stderr, or a file path to append to."
+    )
+
+
+class Config(BaseModel):
+    """Oba's whole configuration. Later sections (security, rest, cluster, acl, web) are added
+    here, one model each, as their features land."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+    server: ServerConfig = Field(default_factory=ServerConfig, description="LDAP listeners.")
+    directory: DirectoryConfig = Field(
+        default_factory=DirectoryConfig, description="Naming context."
+    )
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Database.")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
+
+    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def validate_semantics(self) -> None:
+        """Cross-field checks; raises `ConfigError` listing every problem found."""
+        from oba.protocol.dn import parse_dn
+
+        errors: list[str] = []
+
+        def fail(path: str, message: str, at: str | None = None) -> None:
+            errors.append(f"{self._origin_of(at or path)}: {path}: {message}")
+
+        directory = self.directory
+        for path, value in (
+            ("directory.baseDN", directory.baseDN),
+            ("directory.rootDN", directory.rootDN),
+        ):
+            if value:
+                try:
+                    parse_dn(value)
+                except ValueError as exc:
+                    fail(path, f"invalid DN {value!r}: {exc}")
+        if not directory.baseDN:
+            fail("directory.baseDN", "must be set (the suffix this server holds)")
+        if directory.rootDN and not directory.rootPassword:
+            fail(
+                "directory.rootPassword",
+                "must be set when directory.rootDN is set",
+                at="directory.rootDN",
+            )
+        if bool(self.server.tlsCert) != bool(self.server.tlsKey):
+            fail("server.tlsCert", "tlsCert and tlsKey must be set together")
+        if not self.storage.dataDir:
+            fail("storage.dataDir", "must be set")
+        if errors:
+            raise ConfigError(errors)
+
+    def _origin_of(self, path: str) -> str:
+        parts = path.split(".")
+        while parts:
+            origin = self._origins.get(".".join(parts))
+            if origin is not None:
+                return origin
+            parts.pop()
+        return self._origins.get("", "<defaults>")
+
+
+# --------------------------------------------------------------------------- model walking
+
+
+@dataclass(frozen=True)
+class _Leaf:
+    path: str  # dotted, with aliases: "server.tlsAddress"
+    attrs: tuple[str, ...]  # python attribute names: ("server", "tlsAddress")
+    info: FieldInfo
+    kind: _Kind | None
+    section_doc: str
+
+
+def _key(name: str, info: FieldInfo) -> str:
+    return info.alias or name
+
+
+def _kind(info: FieldInfo) -> _Kind | None:
+    for meta in info.metadata:
+        if isinstance(meta, _Kind):
+            return meta
+    return None
+
+
+def _leaves(
+    model: type[BaseModel] = Config, prefix: str = "", attrs: tuple[str, ...] = ()
+) -> Iterator[_Leaf]:
+    for name, info in model.model_fields.items():
+        path = f"{prefix}{_key(name, info)}"
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from _leaves(annotation, path + ".", (*attrs, name))
+        else:
+            yield _Leaf(path, (*attrs, name), info, _kind(info), model.__doc__ or "")
+
+
+def _is_scalar(leaf: _Leaf) -> bool:
+    annotation = leaf.info.annotation
+    union = get_origin(annotation) in (Union, UnionType)
+    candidates = get_args(annotation) if union else (annotation,)
+    return not any(get_origin(candidate) in (dict, list) for candidate in candidates)
+
+
+def _upper_snake(key: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", key).upper()
+
+
+def env_variables() -> dict[str, str]:
+    """Every `OBA_*` environment variable Oba reads, mapped to the dotted key it sets."""
+    return {
+        ENV_PREFIX + "_".join(_upper_snake(part) for part in leaf.path.split(".")): leaf.path
+        for leaf in _leaves()
+        if _is_scalar(leaf)
+    }
+
+
+def _get(cfg: BaseModel, attrs: tuple[str, ...]) -> Any:
+    value: Any = cfg
+    for attr in attrs:
+        value = getattr(value, attr)
+    return value
+
+
+# --------------------------------------------------------------------------- YAML with lines
+
+_SUBST = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def substitute_env(text: str, env: Mapping[str, str]) -> str:
+    """Replace `${VAR}` (empty if unset) and `${VAR:-default}` (default if unset or empty)."""
+
+    def repl(match: re.Match[str]) -> str:
+        value = env.get(match.group(1), "")
+        if match.group(2) is not None and not value:
+            return match.group(2)
+        return value
+
+    return _SUBST.sub(repl, text)
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that records the line of every mapping key by dotted path."""
+
+    def __init__(self, stream: str, file: str) -> None:
+        super().__init__(stream)
+        self.file = file
+        self.lines: dict[str, int] = {}
+        self.problems: list[str] = []
+
+    def record(self, node: yaml.Node, prefix: str) -> None:
+        if not isinstance(node, yaml.MappingNode):
+            return
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            path = f"{prefix}{key}"
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                self.problems.append(f"{self.file}:{line}: {path}: duplicate key")
+            seen.add(key)
+            self.lines[path] = line
+            self.record(value_node, path + ".")
+
+
+def _load_yaml(text: str, file: str) -> tuple[dict[str, Any], dict[str, int]]:
+    loader = _LineLoader(text, file)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return {}, {}
+        loader.record(node, "")
+        if loader.problems:
+            raise ConfigError(loader.problems)
+        data = loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        raise ConfigError([f"{file}:{line}: invalid YAML: {exc.problem or exc.context}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{file}:1: invalid YAML: {exc}"]) from None
+    finally:
+        loader.dispose()
+    if not isinstance(data, dict):
+        raise ConfigError(
+            [f"{file}:{node.start_mark.line + 1}: the top level must be a mapping of sections"]
+        )
+    return data, loader.lines
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _set_dotted(data: dict[str, Any], path: str, value: object) -> None:
+    parts = path.split(".")
+    target = data
+    for part in parts[:-1]:
+        child = target.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            target[part] = child
+        target = child
+    target[parts[-1]] = value
+
+
+def _flatten(overrides: Mapping[str, object], prefix: str = "") -> Iterator[tuple[str, object]]:
+    for key, value in overrides.items():
+        if isinstance(value, Mapping):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _format_errors(exc: ValidationError, origins: Mapping[str, str]) -> list[str]:
+    lines: list[tuple[tuple[str, int], str]] = []
+    for error in exc.errors():
+        path = ".".join(str(part) for part in error["loc"])
+        parts = path.split(".")
+        origin = None
+        while parts and origin is None:
+            origin = origins.get(".".join(parts))
+            parts.pop()
+        origin = origin or origins.get("", "<defaults>")
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        elif error["type"] != "missing" and "input" in error:
+            given = error["input"]
+            if not isinstance(given, dict | list):
+                message = f"{message} (got {given!r})"
+        file, _, line = origin.rpartition(":")
+        order = (file, int(line)) if line.isdigit() else (origin, 0)
+        lines.append((order, f"{origin}: {path}: {message}"))
+    return [text for _, text in sorted(lines)]
+
+
+def _resolve_paths(cfg: Config, base: Path) -> None:
+    for leaf in _leaves():
+        if leaf.kind is None or not leaf.kind.path:
+            continue
+        value = _get(cfg, leaf.attrs)
+        if not value or (value in ("stdout", "stderr") and leaf.path == "logging.output"):
+            continue
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            section = _get(cfg, leaf.attrs[:-1])
+            setattr(section, leaf.attrs[-1], str(base / path))
+
+
+def load_config(
+    path: str | None,
+    overrides: Mapping[str, object] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
+) -> Config:
+    """Build the effective configuration: defaults < file < `overrides` (CLI) < environment.
+
+    `overrides` maps dotted keys (`"server.address"`) or nested sections to values; `None`
+    values are ignored. `env` defaults to `os.environ`; relative paths are resolved against
+    `cwd` (default: the current directory).
+    """
+    environ: Mapping[str, str] = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError([f"{path}: cannot read config file: {exc.strerror or exc}"]) from None
+        except UnicodeDecodeError:
+            raise ConfigError([f"{path}: config file is not UTF-8 text"]) from None
+        data, lines = _load_yaml(substitute_env(text, environ), path)
+        origins = {key: f"{path}:{line}" for key, line in lines.items()}
+        origins[""] = f"{path}:1"
+        for key, value in list(data.items()):
+            if value is None:
+                data[key] = {}
+    for key, value in _flatten(overrides or {}):
+        if value is not None:
+            _set_dotted(data, key, value)
+            origins[key] = "<command line>"
+    for name, key in env_variables().items():
+        if name in environ:
+            _set_dotted(data, key, environ[name])
+            origins[key] = f"<env {name}>"
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, origins)) from None
+    cfg._origins = origins
+    _resolve_paths(cfg, Path(cwd) if cwd is not None else Path.cwd())
+    return cfg
+
+
+def default_config() -> Config:
+    """The built-in defaults, as used when no file is given."""
+    return Config()
+
+
+def _masked(cfg: Config) -> dict[str, Any]:
+    data: dict[str, Any] = cfg.model_dump(mode="json", by_alias=True)
+    for leaf in _leaves():
+        if leaf.kind is not None and leaf.kind.secret:
+            section = data
+            for part in leaf.path.split(".")[:-1]:
+                section = section[part]
+            last = leaf.path.split(".")[-1]
+            if section.get(last):
+                section[last] = MASK
+    return data
+
+
+def dump_config(cfg: Config, fmt: str = "yaml", mask_secrets: bool = True) -> str:
+    """Render a configuration as YAML or JSON (durations as `30s`; secrets as `********`)."""
+    data = _masked(cfg) if mask_secrets else cfg.model_dump(mode="json", by_alias=True)
+    if fmt == "json":
+        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    if fmt == "yaml":
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    raise ValueError(f"unknown format {fmt!r} (yaml or json)")
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _type_name(leaf: _Leaf) -> str:
+    if leaf.kind is not None:
+        return leaf.kind.name
+    annotation = leaf.info.annotation
+    if get_origin(annotation) is Literal:
+        return " \\| ".join(str(arg) for arg in get_args(annotation))
+    if annotation is int:
+        return "int"
+    if annotation is bool:
+        return "bool"
+    if annotation is str:
+        return "string"
+    return "mapping attribute → list of eq \\| pres \\| sub"
+
+
+def _json_default(leaf: _Leaf) -> Any:
+    data: Any = Config().model_dump(mode="json", by_alias=True)
+    for part in leaf.path.split("."):
+        data = data[part]
+    return data
+
+
+def render_config_reference() -> str:
+    """The Markdown reference page for every key (committed as docs/configuration.md)."""
+    out = [
+        "# Oba configuration reference",
+        "",
+        "<!-- Generated by oba.config.render_config_reference(); do not edit by hand. -->",
+        "",
+        "Oba reads one YAML file (`oba serve --config FILE`). Sources are applied in this order,",
+        "later ones winning: built-in defaults, the file, command-line flags (`--address`,",
+        "`--tls-address`, `--data-dir`, `--log-level`), then `OBA_*` environment variables.",
+        "",
+        "- `${VAR}` and `${VAR:-default}` in the file are replaced from the environment before",
+        "  parsing (`${VAR}` is empty when VAR is unset; the default applies when unset or empty).",
+        "- Durations: a number with a unit, `150ms`, `30s`, `5m`, `1h`, `2d`, or compounds such as",
+        "  `1h30m`; a plain number means seconds.",
+        "- Sizes: a number of bytes, or a number with a unit (`KiB`, `MiB`, `GiB`, `KB`, `MB`,",
+        "  `GB`).",
+        "- Relative paths are resolved against the current directory.",
+        "- Unknown keys, wrong types and bad values are errors, reported as",
+        "  `FILE:LINE: section.key: message`.",
+        "- `oba config show` prints the effective configuration with secrets masked.",
+        "",
+    ]
+    sections = Config.model_fields
+    for section_name, section_info in sections.items():
+        model = section_info.annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        out += [f"## `{section_name}`", "", (model.__doc__ or "").strip(), ""]
+        out += ["| Key | Type | Default | Environment | Description |", "|---|---|---|---|---|"]
+        env_names = {key: name for name, key in env_variables().items()}
+        for leaf in _leaves():
+            if leaf.attrs[0] != section_name:
+                continue
+            default = _json_default(leaf)
+            shown = "unset" if default is None else f"`{json.dumps(default, ensure_ascii=False)}`"
+            env_name = f"`{env_names[leaf.path]}`" if leaf.path in env_names else "—"
+            description = leaf.info.description or ""
+            out.append(
+                f"| `{leaf.path}` | {_type_name(leaf)} | {shown} | {env_name} | {description} |"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
+def render_default_yaml() -> str:
+    """A commented YAML file holding every default (printed by `oba config init`)."""
+    defaults = Config().model_dump(mode="json", by_alias=True)
+    out = [
+        "# Oba configuration. Every key is shown with its default value.",
+        "# Reference: docs/configuration.md. Environment variables OBA_<SECTION>_<KEY>",
+        "# override the file, and ${VAR} / ${VAR:-default} are substituted before parsing.",
+    ]
+    for section_name, section_info in Config.model_fields.items():
+        model = section_info.annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        out += ["", f"# {(model.__doc__ or section_name).strip()}", f"{section_name}:"]
+        for leaf in _leaves():
+            if leaf.attrs[0] != section_name:
+                continue
+            key = leaf.path.split(".", 1)[1]
+            out.append(f"  # {leaf.info.description}")
+            value = defaults[section_name][key]
+            if value is None:
+                out.append(f"  # {key}:")
+                out.append("  #   uid: [eq, pres]")
+            else:
+                rendered = yaml.safe_dump({key: value}, default_flow_style=True, allow_unicode=True)
+                out.append("  " + rendered.strip()[1:-1])
+    return "\n".join(out) + "\n"
