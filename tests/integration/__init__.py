@@ -1,0 +1,1 @@
+"""Integration tests: a real server process driven by real LDAP clients."""
