@@ -64,6 +64,7 @@ class Schema:
 
     def __init__(self, definitions: Iterable[Definition]) -> None:
         self._attr_list: list[AttributeType] = []
+        self._oc_closure: dict[bytes, frozenset[bytes]] = {}
         self._class_list: list[ObjectClass] = []
         self._attrs: dict[str, AttributeType] = {}
         self._classes: dict[str, ObjectClass] = {}
@@ -219,6 +220,25 @@ class Schema:
         """Canonical names of the types derived from ``attr`` through SUP (not itself)."""
         at = self.attribute(attr)
         return tuple(a.name for a in self._subtypes[at.oid]) if at is not None else ()
+
+    def objectclass_closure(self, value: bytes) -> frozenset[bytes]:
+        """Normalised (OID) forms of an objectClass value and all its superclasses, so that
+        ``(objectClass=person)`` matches an entry that lists only ``inetOrgPerson``, as in
+        slapd. Unknown class names give just their own normalised form."""
+        cached = self._oc_closure.get(value)
+        if cached is not None:
+            return cached
+        try:
+            own = self.normalize("objectClass", value)
+        except (InvalidValue, KeyError):
+            own = value.lower()
+        out = {own}
+        for oc in self.superclasses(value.decode("utf-8", "replace")):
+            out.add(oc.oid.encode())
+        result = frozenset(out)
+        if len(self._oc_closure) < 10_000:
+            self._oc_closure[value] = result
+        return result
 
     def superclasses(self, name: str) -> tuple[ObjectClass, ...]:
         """The object class and all its superclasses (nearest first, each once)."""

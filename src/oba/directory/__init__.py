@@ -1,0 +1,1 @@
+"""Directory semantics: entries, commands, apply, search, access control, passwords."""

@@ -1,0 +1,526 @@
+"""Apply one write command to the store: LDAP add / modify / delete / modify DN semantics.
+
+Rules: deterministic — no clock, no randomness, no I/O beyond the given write transaction; the
+time, actor and entryUUID come from the command. Everything is validated before anything is
+written, so a failed command changes nothing. Result codes and messages follow OpenLDAP slapd
+(back-mdb) as observed with ldapadd/ldapmodify: frontend checks (undefined type 17, no user
+modification 19, syntax 21, duplicate values 20) come before the existence checks (68, 32 with
+the nearest existing ancestor as matchedDN), which come before schema checks (65, 64, 19).
+Values are compared by the attribute's equality rule and stored exactly as given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from oba.directory.commands import (
+    AddCommand,
+    Command,
+    DeleteCommand,
+    ModifyCommand,
+    ModifyDNCommand,
+)
+from oba.directory.entry import Entry
+from oba.protocol.dn import DN, DNError, format_dn, parse_dn
+from oba.storage.lmdbstore import WriteTxn, parent_ndn
+from oba.storage.schemaapi import SchemaLike
+
+SUCCESS = 0
+PROTOCOL_ERROR = 2
+NO_SUCH_ATTRIBUTE = 16
+UNDEFINED_TYPE = 17
+CONSTRAINT_VIOLATION = 19
+TYPE_OR_VALUE_EXISTS = 20
+INVALID_SYNTAX = 21
+NO_SUCH_OBJECT = 32
+INVALID_DN = 34
+UNWILLING = 53
+NAMING_VIOLATION = 64
+OBJECT_CLASS_VIOLATION = 65
+NOT_ALLOWED_ON_NON_LEAF = 66
+ALREADY_EXISTS = 68
+AFFECTS_MULTIPLE_DSAS = 71
+
+# Attributes Oba maintains itself; users may never supply them (also flagged in the schema).
+OPERATIONAL = frozenset(
+    {
+        "entryuuid",
+        "createtimestamp",
+        "modifytimestamp",
+        "creatorsname",
+        "modifiersname",
+        "structuralobjectclass",
+        "entrydn",
+        "subschemasubentry",
+        "hassubordinates",
+        "entrycsn",
+    }
+)
+_INTEGER_RULES = frozenset({"integermatch"})
+
+
+@dataclass(slots=True)
+class ApplyContext:
+    schema: SchemaLike
+    suffixes: tuple[str, ...]  # normalised naming contexts, e.g. "dc=example,dc=com"
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    code: int
+    matched_dn: str = ""
+    message: str = ""
+    entry: Entry | None = None
+    old_dn: str | None = None
+
+
+class _Fail(Exception):
+    def __init__(self, code: int, message: str = "", matched_dn: str = "") -> None:
+        super().__init__(message)
+        self.result = ApplyResult(code, matched_dn, message)
+
+
+# --------------------------------------------------------------------------- schema helpers
+
+
+def _flag(obj: Any, *names: str) -> bool:
+    return any(bool(getattr(obj, n, False)) for n in names)
+
+
+def _no_user_mod(schema: SchemaLike, canon: str) -> bool:
+    if canon.lower() in OPERATIONAL:
+        return True
+    at = schema.attribute(canon)
+    return _flag(at, "no_user_modification", "no_user_mod")
+
+
+def _single_valued(schema: SchemaLike, canon: str) -> bool:
+    return _flag(schema.attribute(canon), "single_value", "single_valued")
+
+
+def _canon(schema: SchemaLike, name: str) -> str:
+    canon = schema.canonical(name)
+    if canon is None:
+        raise _Fail(UNDEFINED_TYPE, f"{name}: attribute type undefined")
+    return canon
+
+
+def _norm(schema: SchemaLike, canon: str, value: bytes) -> bytes:
+    if canon == "objectClass":
+        return value.decode("utf-8", "replace").strip().lower().encode("utf-8")
+    return schema.normalize(canon, value)
+
+
+def _normalised(schema: SchemaLike, name: str, canon: str, values: Iterable[bytes]) -> list[bytes]:
+    """Normalised values; 21 for an invalid one, 20 for a value given twice."""
+    out: list[bytes] = []
+    seen: set[bytes] = set()
+    for i, v in enumerate(values):
+        if canon == "objectClass" and schema.object_class(v.decode("utf-8", "replace")) is None:
+            raise _Fail(INVALID_SYNTAX, f"{name}: value #{i} invalid per syntax")
+        try:
+            n = _norm(schema, canon, v)
+        except Exception as exc:  # InvalidValue from the rule
+            raise _Fail(INVALID_SYNTAX, f"{name}: value #{i} invalid per syntax") from exc
+        if n in seen:
+            raise _Fail(TYPE_OR_VALUE_EXISTS, f"{name}: value #{i} provided more than once")
+        seen.add(n)
+        out.append(n)
+    return out
+
+
+def _class_names(oc: Any, attr: str) -> list[str]:
+    raw = getattr(oc, attr, ()) or ()
+    if isinstance(raw, str):
+        return [raw]
+    return [str(x) for x in raw]
+
+
+def _kind(oc: Any) -> str:
+    return str(getattr(oc, "kind", "STRUCTURAL")).upper().rsplit(".", 1)[-1]
+
+
+def _class_chain(schema: SchemaLike, names: Iterable[str]) -> list[Any]:
+    """The named classes and all their superclasses, each once."""
+    out: list[Any] = []
+    seen: set[str] = set()
+    stack = list(names)
+    while stack:
+        name = stack.pop()
+        oc = schema.object_class(name)
+        if oc is None:
+            continue
+        key = str(getattr(oc, "name", name)).lower()
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(oc)
+        stack.extend(_class_names(oc, "sup"))
+    return out
+
+
+def _structural(schema: SchemaLike, classes: list[bytes]) -> str | None:
+    """The most-derived structural class among the entry's classes (as the schema names it)."""
+    names = [c.decode("utf-8", "replace") for c in classes]
+    structural = [oc for oc in _class_chain(schema, names) if _kind(oc) == "STRUCTURAL"]
+    if not structural:
+        return None
+    supers: set[str] = set()
+    for oc in structural:
+        for sup in _class_chain(schema, _class_names(oc, "sup")):
+            supers.add(str(getattr(sup, "name", "")).lower())
+    for oc in structural:
+        if str(getattr(oc, "name", "")).lower() not in supers:
+            return str(getattr(oc, "name", ""))
+    return str(getattr(structural[0], "name", ""))
+
+
+def _schema_check(schema: SchemaLike, attrs: dict[str, list[bytes]]) -> None:
+    """objectClass present, a structural class, MUST present, nothing outside MUST/MAY."""
+    classes = attrs.get("objectClass")
+    if not classes:
+        raise _Fail(OBJECT_CLASS_VIOLATION, "no objectClass attribute")
+    if _structural(schema, classes) is None:
+        raise _Fail(OBJECT_CLASS_VIOLATION, "no structural object class provided")
+    allowed: set[str] = {"objectclass"}
+    extensible = False
+    for listed in classes:
+        # MUST is reported against the class the entry lists (slapd's wording).
+        listed_name = listed.decode("utf-8", "replace")
+        listed_oc = schema.object_class(listed_name)
+        shown = str(getattr(listed_oc, "name", listed_name))
+        for oc in _class_chain(schema, [listed_name]):
+            if str(getattr(oc, "name", "")).lower() == "extensibleobject":
+                extensible = True
+            for must in _class_names(oc, "must"):
+                canon = schema.canonical(must) or must
+                allowed.add(canon.lower())
+                if not attrs.get(canon):
+                    raise _Fail(
+                        OBJECT_CLASS_VIOLATION,
+                        f"object class '{shown}' requires attribute '{canon}'",
+                    )
+            for may in _class_names(oc, "may"):
+                allowed.add((schema.canonical(may) or may).lower())
+    if extensible:
+        return
+    for name in attrs:
+        if name.lower() not in allowed and not _no_user_mod(schema, name):
+            raise _Fail(OBJECT_CLASS_VIOLATION, f"attribute '{name}' not allowed")
+
+
+def _single_value_check(schema: SchemaLike, attrs: dict[str, list[bytes]]) -> None:
+    for name, values in attrs.items():
+        if len(values) > 1 and _single_valued(schema, name):
+            raise _Fail(CONSTRAINT_VIOLATION, f"attribute '{name}' cannot have multiple values")
+
+
+# --------------------------------------------------------------------------- DN helpers
+
+
+def _parse(schema: SchemaLike, dn: str, what: str = "invalid DN") -> tuple[DN, str]:
+    try:
+        parsed = parse_dn(dn)
+        return parsed, schema.normalize_dn(dn)
+    except Exception as exc:  # DNError or an undefined type / bad value
+        raise _Fail(INVALID_DN, what) from exc
+
+
+def _in_suffixes(ctx: ApplyContext, ndn: str) -> bool:
+    if not ctx.suffixes:
+        return True
+    return any(ndn == s or ndn.endswith("," + s) for s in ctx.suffixes)
+
+
+def _check_served(ctx: ApplyContext, ndn: str) -> None:
+    if not _in_suffixes(ctx, ndn):
+        raise _Fail(UNWILLING, "no global superior knowledge")
+
+
+def _matched(txn: WriteTxn, ndn: str) -> str:
+    """The stored DN of the nearest existing ancestor of ``ndn`` ("" when none)."""
+    cur = parent_ndn(ndn)
+    while cur:
+        e = txn.get_by_ndn(cur)
+        if e is not None:
+            return e.dn
+        cur = parent_ndn(cur)
+    return ""
+
+
+def _load(txn: WriteTxn, ndn: str) -> Entry:
+    entry = txn.get_by_ndn(ndn)
+    if entry is None:
+        raise _Fail(NO_SUCH_OBJECT, "", _matched(txn, ndn))
+    return entry
+
+
+def _rdn_check(
+    schema: SchemaLike, rdn: Iterable[tuple[str, str]], attrs: dict[str, list[bytes]]
+) -> None:
+    for typ, value in rdn:
+        canon = schema.canonical(typ) or typ
+        values = attrs.get(canon)
+        if not values:
+            raise _Fail(NAMING_VIOLATION, f"naming attribute '{typ}' is not present in entry")
+        try:
+            target = _norm(schema, canon, value.encode("utf-8"))
+            present = any(_norm(schema, canon, v) == target for v in values)
+        except Exception:
+            present = False
+        if not present:
+            raise _Fail(
+                NAMING_VIOLATION, f"value of naming attribute '{typ}' is not present in entry"
+            )
+
+
+def _stamp(attrs: dict[str, list[bytes]], actor: str, time: str) -> None:
+    attrs["modifiersName"] = [actor.encode("utf-8")]
+    attrs["modifyTimestamp"] = [time.encode("utf-8")]
+
+
+# --------------------------------------------------------------------------- operations
+
+
+def _add(txn: WriteTxn, cmd: AddCommand, ctx: ApplyContext) -> ApplyResult:
+    schema = ctx.schema
+    dn, ndn = _parse(schema, cmd.dn)
+    if not dn:
+        raise _Fail(ALREADY_EXISTS, "root DSE already exists")
+    _check_served(ctx, ndn)
+    attrs: dict[str, list[bytes]] = {}
+    norms: dict[str, list[bytes]] = {}
+    for name, values in cmd.attributes:
+        canon = _canon(schema, name)
+        if _no_user_mod(schema, canon):
+            raise _Fail(CONSTRAINT_VIOLATION, f"{name}: no user modification allowed")
+        if not values:
+            raise _Fail(PROTOCOL_ERROR, f"{name}: no values for attribute type")
+        merged = attrs.get(canon, []) + list(values)
+        norms[canon] = _normalised(schema, name, canon, merged)
+        attrs[canon] = merged
+    if txn.id_for_ndn(ndn) is not None:
+        raise _Fail(ALREADY_EXISTS)
+    is_suffix = ndn in ctx.suffixes or not parent_ndn(ndn)
+    if not is_suffix and txn.id_for_ndn(parent_ndn(ndn)) is None:
+        raise _Fail(NO_SUCH_OBJECT, "", _matched(txn, ndn))
+    # The RDN's values belong to the entry (slapd adds them when missing).
+    for typ, value in dn[0]:
+        canon = _canon(schema, typ)
+        raw = value.encode("utf-8")
+        try:
+            n = _norm(schema, canon, raw)
+        except Exception as exc:
+            raise _Fail(INVALID_DN, "invalid DN") from exc
+        if n not in norms.get(canon, []):
+            attrs.setdefault(canon, []).append(raw)
+            norms.setdefault(canon, []).append(n)
+    _schema_check(schema, attrs)
+    _single_value_check(schema, attrs)
+    structural = _structural(schema, attrs["objectClass"]) or ""
+    actor = cmd.actor.encode("utf-8")
+    when = cmd.time.encode("utf-8")
+    attrs["structuralObjectClass"] = [structural.encode("utf-8")]
+    attrs["entryUUID"] = [cmd.entry_uuid.encode("utf-8")]
+    attrs["creatorsName"] = [actor]
+    attrs["createTimestamp"] = [when]
+    attrs["modifiersName"] = [actor]
+    attrs["modifyTimestamp"] = [when]
+    entry = Entry(txn.next_id(), cmd.dn, attrs)
+    txn.put_entry(entry)
+    return ApplyResult(SUCCESS, entry=entry)
+
+
+def _increment(
+    schema: SchemaLike, name: str, canon: str, current: list[bytes], values: tuple[bytes, ...]
+) -> list[bytes]:
+    rule = schema.equality(canon)
+    if rule is None or str(getattr(rule, "name", "")).lower() not in _INTEGER_RULES:
+        raise _Fail(CONSTRAINT_VIOLATION, f"{name}: attribute syntax inappropriate for increment")
+    if len(values) != 1:
+        raise _Fail(PROTOCOL_ERROR, f"modify/increment: {name}: requires exactly one value")
+    try:
+        delta = int(values[0].decode("ascii").strip())
+    except ValueError as exc:
+        raise _Fail(INVALID_SYNTAX, f"modify/increment: {name}: invalid syntax") from exc
+    out: list[bytes] = []
+    for v in current:
+        try:
+            out.append(str(int(v.decode("ascii").strip()) + delta).encode("ascii"))
+        except ValueError as exc:
+            raise _Fail(CONSTRAINT_VIOLATION, f"{name}: value not an integer") from exc
+    return out
+
+
+def _modify(txn: WriteTxn, cmd: ModifyCommand, ctx: ApplyContext) -> ApplyResult:
+    schema = ctx.schema
+    dn, ndn = _parse(schema, cmd.dn)
+    _check_served(ctx, ndn)
+    old = _load(txn, ndn)
+    attrs = {k: list(v) for k, v in old.attrs.items()}
+    for op, name, values in cmd.changes:
+        canon = _canon(schema, name)
+        if _no_user_mod(schema, canon):
+            raise _Fail(CONSTRAINT_VIOLATION, f"{name}: no user modification allowed")
+        if op != 3:
+            given = _normalised(schema, name, canon, values)
+            if op in (0, 2) and len(values) > 1 and _single_valued(schema, canon):
+                raise _Fail(CONSTRAINT_VIOLATION, f"{name}: multiple values provided")
+        current = attrs.get(canon, [])
+        try:
+            cur_norm = [_norm(schema, canon, v) for v in current]
+        except Exception:  # stored values are valid; be defensive anyway
+            cur_norm = list(current)
+        if op == 0:
+            for i, n in enumerate(given):
+                if n in cur_norm:
+                    raise _Fail(
+                        TYPE_OR_VALUE_EXISTS, f"modify/add: {name}: value #{i} already exists"
+                    )
+            if values:
+                attrs[canon] = current + list(values)
+        elif op == 1:
+            if not current:
+                raise _Fail(NO_SUCH_ATTRIBUTE, f"modify/delete: {name}: no such attribute")
+            if not values:
+                del attrs[canon]
+                continue
+            keep = [True] * len(current)
+            for n in given:
+                if n not in cur_norm:
+                    raise _Fail(NO_SUCH_ATTRIBUTE, f"modify/delete: {name}: no such value")
+                keep[cur_norm.index(n)] = False
+            remaining = [v for v, k in zip(current, keep, strict=True) if k]
+            if remaining:
+                attrs[canon] = remaining
+            else:
+                del attrs[canon]
+        elif op == 2:
+            if values:
+                attrs[canon] = list(values)
+            else:
+                attrs.pop(canon, None)
+        elif op == 3:
+            if not current:
+                raise _Fail(NO_SUCH_ATTRIBUTE, f"modify/increment: {name}: no such attribute")
+            attrs[canon] = _increment(schema, name, canon, current, values)
+        else:
+            raise _Fail(PROTOCOL_ERROR, f"unknown modify operation {op}")
+    if not attrs.get("objectClass"):
+        raise _Fail(OBJECT_CLASS_VIOLATION, "no objectClass attribute")
+    _rdn_check(schema, dn[0], attrs)
+    _schema_check(schema, attrs)
+    _single_value_check(schema, attrs)
+    _stamp(attrs, cmd.actor, cmd.time)
+    new = Entry(old.id, old.dn, attrs)
+    txn.put_entry(new, old)
+    return ApplyResult(SUCCESS, entry=new)
+
+
+def _delete(txn: WriteTxn, cmd: DeleteCommand, ctx: ApplyContext) -> ApplyResult:
+    _, ndn = _parse(ctx.schema, cmd.dn)
+    _check_served(ctx, ndn)
+    entry = _load(txn, ndn)
+    if txn.has_children(entry.id):
+        raise _Fail(NOT_ALLOWED_ON_NON_LEAF, "subordinate objects must be deleted first")
+    txn.delete_entry(entry)
+    return ApplyResult(SUCCESS, entry=entry, old_dn=entry.dn)
+
+
+def _modify_dn(txn: WriteTxn, cmd: ModifyDNCommand, ctx: ApplyContext) -> ApplyResult:
+    schema = ctx.schema
+    dn, ndn = _parse(schema, cmd.dn)
+    _check_served(ctx, ndn)
+    old = _load(txn, ndn)
+    new_rdn_dn, _ = _parse(schema, cmd.new_rdn, "invalid new RDN")
+    if len(new_rdn_dn) != 1:
+        raise _Fail(INVALID_DN, "invalid new RDN")
+    new_rdn = new_rdn_dn[0]
+    stored_dn = parse_dn(old.dn)
+    if cmd.new_superior is not None:
+        sup_dn, sup_ndn = _parse(schema, cmd.new_superior, "invalid new superior DN")
+        parent_part = format_dn(sup_dn)
+    else:
+        sup_ndn = parent_ndn(ndn)
+        parent_part = format_dn(stored_dn[1:])
+    new_dn_str = format_dn((new_rdn,)) + ("," + parent_part if parent_part else "")
+    new_ndn = schema.normalize_dn(new_dn_str)
+    if not _in_suffixes(ctx, new_ndn):
+        raise _Fail(AFFECTS_MULTIPLE_DSAS, "cannot rename between DSAs")
+    if cmd.new_superior is not None:
+        if sup_ndn and txn.id_for_ndn(sup_ndn) is None:
+            raise _Fail(NO_SUCH_OBJECT, "new superior not found")
+        if sup_ndn == ndn or sup_ndn.endswith("," + ndn):
+            raise _Fail(UNWILLING, "cannot place an entry below itself")
+    if new_ndn != ndn and txn.id_for_ndn(new_ndn) is not None:
+        raise _Fail(ALREADY_EXISTS)
+    attrs = {k: list(v) for k, v in old.attrs.items()}
+    new_pairs: list[tuple[str, bytes]] = []
+    for typ, value in new_rdn:
+        canon = schema.canonical(typ)
+        if canon is None:
+            raise _Fail(INVALID_DN, "invalid new RDN")
+        try:
+            new_pairs.append((canon, _norm(schema, canon, value.encode("utf-8"))))
+        except Exception as exc:
+            raise _Fail(INVALID_DN, "invalid new RDN") from exc
+    if cmd.delete_old_rdn:
+        for typ, value in dn[0]:
+            canon = schema.canonical(typ) or typ
+            try:
+                target = _norm(schema, canon, value.encode("utf-8"))
+            except Exception:
+                continue
+            if (canon, target) in new_pairs:
+                continue
+            vals = attrs.get(canon, [])
+            kept = [v for v in vals if _norm(schema, canon, v) != target]
+            if kept:
+                attrs[canon] = kept
+            else:
+                attrs.pop(canon, None)
+    for (canon, target), (_, value) in zip(new_pairs, new_rdn, strict=True):
+        vals = attrs.setdefault(canon, [])
+        if all(_norm(schema, canon, v) != target for v in vals):
+            vals.append(value.encode("utf-8"))
+    _schema_check(schema, attrs)
+    _single_value_check(schema, attrs)
+    _stamp(attrs, cmd.actor, cmd.time)
+    new = Entry(old.id, new_dn_str, attrs)
+    txn.put_entry(new, old)
+    _rename_descendants(txn, old.id, len(stored_dn), new_dn_str)
+    return ApplyResult(SUCCESS, entry=new, old_dn=old.dn)
+
+
+def _rename_descendants(txn: WriteTxn, root: int, old_depth: int, new_dn: str) -> None:
+    """Rewrite every descendant's stored DN below a renamed entry (ids and links stay)."""
+    stack = list(txn.children(root))
+    while stack:
+        eid = stack.pop()
+        child = txn.get(eid)
+        if child is None:
+            continue
+        parsed = parse_dn(child.dn)
+        own = parsed[: len(parsed) - old_depth]
+        updated = Entry(child.id, format_dn(own) + "," + new_dn, child.attrs)
+        txn.put_entry(updated, child, keep_parent=True)
+        stack.extend(txn.children(eid))
+
+
+def apply(txn: WriteTxn, cmd: Command, ctx: ApplyContext) -> ApplyResult:
+    """Validate ``cmd`` against the current state; change nothing and return the LDAP error,
+    or make the whole change and return success (with the resulting entry)."""
+    try:
+        if isinstance(cmd, AddCommand):
+            return _add(txn, cmd, ctx)
+        if isinstance(cmd, ModifyCommand):
+            return _modify(txn, cmd, ctx)
+        if isinstance(cmd, DeleteCommand):
+            return _delete(txn, cmd, ctx)
+        return _modify_dn(txn, cmd, ctx)
+    except _Fail as fail:
+        return fail.result
+    except DNError as exc:
+        return ApplyResult(INVALID_DN, message=str(exc))

@@ -1,0 +1,44 @@
+"""A directory entry as the storage layer and the directory semantics see it.
+
+Rules: ``attrs`` is keyed by the canonical attribute name (the schema's primary spelling) and
+holds values exactly as they were supplied (never normalised). Helpers never mutate the entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class _Canonicaliser(Protocol):
+    def canonical(self, name: str) -> str | None: ...
+
+
+@dataclass(slots=True)
+class Entry:
+    id: int
+    dn: str
+    attrs: dict[str, list[bytes]] = field(default_factory=dict)
+
+    def get(self, name: str, schema: _Canonicaliser | None = None) -> list[bytes]:
+        """Values of attribute ``name`` (any alias when a schema is given); [] when absent."""
+        values = self.attrs.get(name)
+        if values is not None:
+            return values
+        if schema is not None:
+            canon = schema.canonical(name)
+            if canon is not None and canon in self.attrs:
+                return self.attrs[canon]
+        lname = name.lower()
+        for key, vals in self.attrs.items():
+            if key.lower() == lname:
+                return vals
+        return []
+
+    def object_classes(self) -> set[str]:
+        """The entry's objectClass values, lower-cased."""
+        return {v.decode("utf-8", "replace").lower() for v in self.get("objectClass")}
+
+    def copy(self) -> Entry:
+        """A deep enough copy: new dict and new value lists (the bytes are immutable)."""
+        return Entry(self.id, self.dn, {k: list(v) for k, v in self.attrs.items()})

@@ -1,0 +1,302 @@
+"""Search filter evaluation (RFC 4511 section 4.5.1.7), compiled once per search.
+
+Rules: three-valued logic — a matcher returns True, False or None (Undefined). A filter item is
+Undefined when its attribute type is unknown, its attribute has no suitable matching rule, or
+its assertion value is invalid for that rule; an absent attribute makes the item False.
+Values are compared through the schema's matching rules (equality for ``=`` and ``~=``,
+ordering for ``>=``/``<=``, substrings for ``=*x*``). Assertion values are normalised once,
+when the filter is compiled; entry values are normalised per comparison.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from oba.directory.entry import Entry
+from oba.protocol.dn import DNError, parse_dn
+from oba.protocol.messages import (
+    And,
+    Approx,
+    Equality,
+    Extensible,
+    Filter,
+    GreaterOrEqual,
+    LessOrEqual,
+    Not,
+    Or,
+    Present,
+    Substrings,
+)
+from oba.storage.schemaapi import SchemaLike
+
+Matcher = Callable[[Entry], bool | None]
+
+
+def _undefined(_: Entry) -> bool | None:
+    return None
+
+
+def _false(_: Entry) -> bool | None:
+    return False
+
+
+def _true(_: Entry) -> bool | None:
+    return True
+
+
+def _safe_norm(rule: Any, value: bytes) -> bytes | None:
+    try:
+        out: bytes = rule.normalize(value)
+    except Exception:  # a value the rule rejects never matches
+        return None
+    return out
+
+
+def attr_names(schema: SchemaLike, canon: str) -> tuple[str, ...]:
+    """``canon`` and the canonical names of its subtypes (attribute types whose SUP chain
+    reaches it), when the schema can enumerate them."""
+    subtypes = getattr(schema, "subtypes", None)
+    if callable(subtypes):
+        found = subtypes(canon)
+        if found:
+            names = [canon, *(str(n) for n in found if str(n) != canon)]
+            return tuple(names)
+    return (canon,)
+
+
+def _values(entry: Entry, names: tuple[str, ...]) -> list[bytes]:
+    if len(names) == 1:
+        return entry.attrs.get(names[0]) or []
+    out: list[bytes] = []
+    for n in names:
+        out.extend(entry.attrs.get(n) or ())
+    return out
+
+
+def _equality(schema: SchemaLike, attr: str, value: bytes) -> Matcher:
+    canon = schema.canonical(attr)
+    if canon is None:
+        return _undefined
+    rule = schema.equality(canon)
+    if rule is None:
+        return _undefined
+    target = _safe_norm(rule, value)
+    if target is None:
+        return _undefined
+    names = attr_names(schema, canon)
+    norm = rule.normalize
+    closure = getattr(schema, "objectclass_closure", None)
+    if canon == "objectClass" and closure is not None:
+
+        def match_oc(entry: Entry) -> bool | None:
+            return any(target in closure(v) for v in entry.attrs.get("objectClass", ()))
+
+        return match_oc
+
+    def match(entry: Entry) -> bool | None:
+        for v in _values(entry, names):
+            try:
+                if norm(v) == target:
+                    return True
+            except Exception:  # stored value the rule rejects
+                continue
+        return False
+
+    return match
+
+
+def _ordering(schema: SchemaLike, attr: str, value: bytes, ge: bool) -> Matcher:
+    canon = schema.canonical(attr)
+    if canon is None:
+        return _undefined
+    rule = schema.ordering(canon)
+    if rule is None:
+        return _undefined
+    target = _safe_norm(rule, value)
+    if target is None:
+        return _undefined
+    names = attr_names(schema, canon)
+
+    def match(entry: Entry) -> bool | None:
+        for v in _values(entry, names):
+            nv = _safe_norm(rule, v)
+            if nv is None:
+                continue
+            c = rule.compare(nv, target)
+            if (c >= 0) if ge else (c <= 0):
+                return True
+        return False
+
+    return match
+
+
+class _ComponentRule:
+    """Normalises substring-assertion components (``normalize_component`` when the rule has
+    one: components keep spaces that a whole value would lose)."""
+
+    def __init__(self, rule: Any) -> None:
+        self.normalize = getattr(rule, "normalize_component", rule.normalize)
+
+
+def _substrings(schema: SchemaLike, f: Substrings) -> Matcher:
+    canon = schema.canonical(f.attr)
+    if canon is None:
+        return _undefined
+    rule = schema.substr(canon)
+    if rule is None:
+        return _undefined
+    comp = _ComponentRule(rule)
+    initial = None if f.initial is None else _safe_norm(comp, f.initial)
+    final = None if f.final is None else _safe_norm(comp, f.final)
+    anys = [_safe_norm(comp, a) for a in f.any]
+    if (f.initial is not None and initial is None) or (f.final is not None and final is None):
+        return _undefined
+    if any(a is None for a in anys):
+        return _undefined
+    any_t = tuple(a for a in anys if a is not None)
+    names = attr_names(schema, canon)
+
+    def match(entry: Entry) -> bool | None:
+        for v in _values(entry, names):
+            nv = _safe_norm(rule, v)
+            if nv is not None and rule.match_substrings(nv, initial, any_t, final):
+                return True
+        return False
+
+    return match
+
+
+def _present(schema: SchemaLike, attr: str) -> Matcher:
+    canon = schema.canonical(attr)
+    if canon is None:
+        return _false
+    if canon.lower() == "objectclass":
+        return _true
+    names = attr_names(schema, canon)
+
+    def match(entry: Entry) -> bool | None:
+        return any(entry.attrs.get(n) for n in names)
+
+    return match
+
+
+def _lookup_rule(schema: SchemaLike, name: str) -> Any:
+    finder = getattr(schema, "matching_rule", None)
+    return finder(name) if callable(finder) else None
+
+
+def _extensible(schema: SchemaLike, f: Extensible) -> Matcher:
+    """``attr:dn:rule:=value``: the rule (or the attribute's equality rule) over the attribute's
+    values (or every attribute the rule can compare) and, with ``:dn``, the DN's AVAs."""
+    canon: str | None = None
+    if f.attr is not None:
+        canon = schema.canonical(f.attr)
+        if canon is None:
+            return _undefined
+    rule: Any
+    if f.matching_rule is not None:
+        rule = _lookup_rule(schema, f.matching_rule)
+    elif canon is not None:
+        rule = schema.equality(canon)
+    else:
+        return _undefined
+    if rule is None:
+        return _undefined
+    target = _safe_norm(rule, f.value)
+    if target is None:
+        return _undefined
+    rule_name = str(getattr(rule, "name", "")).lower()
+    ordering = rule_name.endswith("orderingmatch")
+    names = attr_names(schema, canon) if canon is not None else None
+
+    def hit(values: list[bytes]) -> bool:
+        for v in values:
+            nv = _safe_norm(rule, v)
+            if nv is None:
+                continue
+            if ordering:
+                if rule.compare(nv, target) < 0:
+                    return True
+            elif nv == target:
+                return True
+        return False
+
+    def match(entry: Entry) -> bool | None:
+        if names is not None:
+            if hit(_values(entry, names)):
+                return True
+        elif any(hit(vals) for vals in entry.attrs.values()):
+            return True
+        if f.dn_attributes:
+            try:
+                dn = parse_dn(entry.dn)
+            except DNError:
+                return False
+            for rdn in dn:
+                for typ, val in rdn:
+                    if canon is not None and schema.canonical(typ) != canon:
+                        continue
+                    if hit([val.encode("utf-8")]):
+                        return True
+        return False
+
+    return match
+
+
+def compile_filter(flt: Filter, schema: SchemaLike) -> Matcher:
+    """A closure evaluating ``flt`` against an entry (True / False / None = Undefined)."""
+    if isinstance(flt, And):
+        parts = [compile_filter(f, schema) for f in flt.filters]
+
+        def and_(entry: Entry) -> bool | None:
+            result: bool | None = True
+            for p in parts:
+                r = p(entry)
+                if r is False:
+                    return False
+                if r is None:
+                    result = None
+            return result
+
+        return and_
+    if isinstance(flt, Or):
+        parts = [compile_filter(f, schema) for f in flt.filters]
+
+        def or_(entry: Entry) -> bool | None:
+            result: bool | None = False
+            for p in parts:
+                r = p(entry)
+                if r is True:
+                    return True
+                if r is None:
+                    result = None
+            return result
+
+        return or_
+    if isinstance(flt, Not):
+        inner = compile_filter(flt.filter, schema)
+
+        def not_(entry: Entry) -> bool | None:
+            r = inner(entry)
+            return None if r is None else not r
+
+        return not_
+    if isinstance(flt, Equality | Approx):
+        return _equality(schema, flt.attr, flt.value)
+    if isinstance(flt, GreaterOrEqual):
+        return _ordering(schema, flt.attr, flt.value, ge=True)
+    if isinstance(flt, LessOrEqual):
+        return _ordering(schema, flt.attr, flt.value, ge=False)
+    if isinstance(flt, Substrings):
+        return _substrings(schema, flt)
+    if isinstance(flt, Present):
+        return _present(schema, flt.attr)
+    return _extensible(schema, flt)
+
+
+def compare(entry: Entry, attr: str, value: bytes, schema: SchemaLike) -> bool | None:
+    """LDAP compare: True/False by the attribute's equality rule; None when the type is
+    unknown, has no equality rule or the value is invalid (the caller maps absent attributes
+    to noSuchAttribute itself)."""
+    return _equality(schema, attr, value)(entry)

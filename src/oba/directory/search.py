@@ -1,0 +1,171 @@
+"""Search: index planning, scope restriction and full filter evaluation.
+
+Rules: the caller has checked that the base exists and keeps the read transaction open (and
+in the same thread) while it consumes the iterator. Indexed equality / presence / substring
+items of AND/OR give a candidate id set (a superset of the matches); without one the scope is
+walked through the ``children`` database. A subtree search with a selective candidate set never
+walks the tree: each candidate's normalised DN is checked against the base instead. The full
+filter is always evaluated on each candidate; only entries for which it is True are returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from oba.directory.entry import Entry
+from oba.directory.evaluate import compile_filter
+from oba.protocol.messages import (
+    And,
+    Approx,
+    Equality,
+    Filter,
+    Or,
+    Present,
+    Substrings,
+)
+from oba.storage.lmdbstore import ReadTxn, parent_ndn
+from oba.storage.schemaapi import SchemaLike
+
+BASE, ONE, SUB, SUBORDINATE = 0, 1, 2, 3
+
+
+@dataclass(slots=True)
+class SearchContext:
+    schema: SchemaLike
+
+
+def plan(txn: ReadTxn, schema: SchemaLike, flt: Filter) -> set[int] | None:
+    """Candidate ids from the indexes, or None when the filter cannot narrow the search."""
+    if isinstance(flt, Equality | Approx):
+        canon = schema.canonical(flt.attr)
+        if canon is None or not txn.has_index(canon, "eq"):
+            return None
+        try:
+            norm = schema.normalize(canon, flt.value)
+        except Exception:  # an invalid assertion matches nothing
+            return set()
+        ids = txn.eq(canon, norm)
+        return None if ids is None else set(ids)
+    if isinstance(flt, Present):
+        canon = schema.canonical(flt.attr)
+        if canon is None:
+            return set()
+        ids = txn.pres(canon)
+        return None if ids is None else set(ids)
+    if isinstance(flt, Substrings):
+        canon = schema.canonical(flt.attr)
+        if canon is None or not txn.has_index(canon, "sub"):
+            return None
+        rule = schema.substr(canon)
+        if rule is None:
+            return None
+        try:
+            norm = getattr(rule, "normalize_component", rule.normalize)
+            initial = None if flt.initial is None else norm(flt.initial)
+            final = None if flt.final is None else norm(flt.final)
+            anys = [norm(a) for a in flt.any]
+        except Exception:
+            return set()
+        ids = txn.sub(canon, initial, anys, final)
+        return None if ids is None else set(ids)
+    if isinstance(flt, And):
+        result: set[int] | None = None
+        for f in flt.filters:
+            c = plan(txn, schema, f)
+            if c is None:
+                continue
+            result = c if result is None else result & c
+            if not result:
+                return set()
+        return result
+    if isinstance(flt, Or):
+        union: set[int] = set()
+        for f in flt.filters:
+            c = plan(txn, schema, f)
+            if c is None:
+                return None
+            union |= c
+        return union
+    return None
+
+
+def _walk(txn: ReadTxn, root: int, include_root: bool) -> Iterator[int]:
+    """Ids of the subtree under ``root`` (pre-order, parents first)."""
+    if include_root:
+        yield root
+    stack = [root]
+    while stack:
+        kids = txn.children(stack.pop())
+        yield from kids
+        stack.extend(reversed(kids))
+
+
+def _in_scope(ndn: str, base_ndn: str, scope: int) -> bool:
+    if scope == BASE:
+        return ndn == base_ndn
+    if scope == ONE:
+        return parent_ndn(ndn) == base_ndn if ndn else False
+    if ndn == base_ndn:
+        return scope == SUB
+    return not base_ndn or ndn.endswith("," + base_ndn)
+
+
+def search(
+    txn: ReadTxn,
+    ctx: SearchContext,
+    base_ndn: str,
+    scope: int,
+    flt: Filter,
+    size_limit: int = 0,
+) -> Iterator[Entry]:
+    """Entries in scope for which ``flt`` is True; at most ``size_limit`` when it is > 0.
+    ``base_ndn`` "" means the whole database (the root DSE itself is never returned)."""
+    schema = ctx.schema
+    matcher = compile_filter(flt, schema)
+    base_id = txn.id_for_ndn(base_ndn) if base_ndn else 0
+    if base_id is None:
+        return
+    returned = 0
+
+    def emit(entry: Entry) -> bool:
+        nonlocal returned
+        if matcher(entry) is True:
+            returned += 1
+            return True
+        return False
+
+    if scope == BASE:
+        entry = txn.get(base_id) if base_id else None
+        if entry is not None and emit(entry):
+            yield entry
+        return
+
+    candidates = plan(txn, schema, flt)
+    ids: Iterator[int] | list[int]
+    if scope == ONE:
+        if candidates is not None and len(candidates) < 64:
+            ids = sorted(candidates)
+            check_dn = True
+        else:
+            kids = txn.children(base_id)
+            ids = kids if candidates is None else [k for k in kids if k in candidates]
+            check_dn = False
+    elif candidates is not None and len(candidates) * 4 <= max(txn.count(), 64):
+        ids = sorted(candidates)
+        check_dn = True
+    else:
+        walked = _walk(txn, base_id, include_root=scope == SUB and base_id != 0)
+        ids = walked if candidates is None else (i for i in walked if i in candidates)
+        check_dn = False
+
+    for eid in ids:
+        entry = txn.get(eid)
+        if entry is None:
+            continue
+        if check_dn and not _in_scope(schema.normalize_dn(entry.dn), base_ndn, scope):
+            continue
+        if emit(entry):
+            yield entry
+            if size_limit and returned >= size_limit:
+                return
