@@ -1,0 +1,201 @@
+"""Wires one node: config -> schema, store, replicator, listeners; runs until a signal.
+
+Rules for this module: construction and lifecycle only. ``serve`` returns a process exit code;
+SIGINT/SIGTERM stop the node cleanly (listeners closed, queued writes committed, store closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import uuid
+from importlib import resources
+from pathlib import Path
+
+from oba import __version__
+from oba.cluster.replicator import LocalReplicator
+from oba.config import Config
+from oba.directory.access import AccessPolicy
+from oba.directory.apply import ApplyContext
+from oba.directory.commands import AddCommand
+from oba.ldif import parse_ldif
+from oba.protocol.resultcodes import ResultCode
+from oba.schema import Schema
+from oba.server.listener import LDAPListener
+from oba.server.node import Node
+from oba.storage import DEFAULT_INDEXES, Store
+
+log = logging.getLogger("oba")
+
+
+class _JSONFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def setup_logging(config: Config) -> None:
+    level = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+             "warning": logging.WARNING, "error": logging.ERROR}.get(
+        str(config.logging.level).lower(), logging.INFO)
+    output = str(config.logging.output)
+    handler: logging.Handler
+    if output == "stdout":
+        handler = logging.StreamHandler(sys.stdout)
+    elif output == "stderr":
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        handler = logging.FileHandler(output)
+    if str(config.logging.format) == "json":
+        handler.setFormatter(_JSONFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def _now() -> str:
+    return time.strftime("%Y%m%d%H%M%SZ", time.gmtime())
+
+
+def _index_config(config: Config) -> dict[str, set[str]]:
+    configured = config.storage.indexes
+    if configured is None:
+        return {k: set(v) for k, v in DEFAULT_INDEXES.items()}
+    return {k: set(v) for k, v in configured.items()}
+
+
+class NodeRuntime:
+    """One running node (standalone)."""
+
+    def __init__(self, config: Config, example_data: bool = False) -> None:
+        self.config = config
+        self.example_data = example_data
+        self.schema = Schema.default()
+        data_dir = Path(config.storage.dataDir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(data_dir, self.schema, _index_config(config),
+                           map_size=int(config.storage.mapSize))
+        base_dn = config.directory.baseDN
+        self.base_ndn = self.schema.normalize_dn(base_dn) if base_dn else ""
+        root_dn = config.directory.rootDN
+        self.root_ndn = self.schema.normalize_dn(root_dn) if root_dn else ""
+        self.apply_ctx = ApplyContext(self.schema, (self.base_ndn,) if self.base_ndn else ())
+        self.replicator = LocalReplicator(self.store, self.apply_ctx)
+        self.node = Node(
+            config=config, schema=self.schema, store=self.store, replicator=self.replicator,
+            access=AccessPolicy(self.root_ndn), base_dn=base_dn, base_ndn=self.base_ndn,
+            root_dn=root_dn, root_ndn=self.root_ndn,
+            root_password=(config.directory.rootPassword or "").encode(),
+        )
+        self.ldap = LDAPListener(self.node)
+        self.stopping = asyncio.Event()
+
+    async def bootstrap(self) -> None:
+        """On first start (empty database) create the base entry, or load the example tree."""
+        if not self.base_ndn:
+            return
+        with self.store.read() as txn:
+            if txn.get_by_ndn(self.base_ndn) is not None:
+                return
+        if self.example_data:
+            text = resources.files("oba").joinpath("data/example.ldif").read_text("utf-8")
+            records = list(parse_ldif(text))
+            log.info("empty database: loading the example tree (%d entries)", len(records))
+        else:
+            rdn_attr, _, rdn_value = self.config.directory.baseDN.split(",")[0].partition("=")
+            log.info("empty database: creating the base entry %s", self.config.directory.baseDN)
+            records = None
+            attrs = _base_entry_attributes(rdn_attr.strip(), rdn_value.strip())
+            res = await self.replicator.submit(
+                AddCommand(self.config.directory.baseDN, attrs, uuid.uuid4().hex,
+                           self.config.directory.rootDN, _now(), str(uuid.uuid4())))
+            if res.code != ResultCode.SUCCESS:
+                raise RuntimeError(f"cannot create the base entry: {res.code} {res.message}")
+        for rec in records or ():
+            grouped: dict[str, list[bytes]] = {}
+            for name, value in rec.attributes:
+                grouped.setdefault(name, []).append(value)
+            attrs = tuple((k, tuple(v)) for k, v in grouped.items())
+            res = await self.replicator.submit(
+                AddCommand(rec.dn, attrs, uuid.uuid4().hex, self.config.directory.rootDN,
+                           _now(), str(uuid.uuid4())))
+            if res.code != ResultCode.SUCCESS:
+                raise RuntimeError(f"example data: {rec.dn}: {res.code} {res.message}")
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stopping.set)
+        self.replicator.start()
+        pid_file = self.config.server.pidFile
+        try:
+            await self.bootstrap()
+            host, port = await self.ldap.start(self.config.server.address)
+            if pid_file:
+                Path(pid_file).write_text(f"{os.getpid()}\n")
+            shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+            log.info("Oba %s ready: ldap://%s:%d base %r root %r", __version__, shown, port,
+                     self.config.directory.baseDN, self.config.directory.rootDN)
+            await self.stopping.wait()
+            log.info("stopping")
+        finally:
+            await self.ldap.stop()
+            await self.replicator.stop()
+            self.store.close()
+            if pid_file:
+                with contextlib.suppress(OSError):
+                    Path(pid_file).unlink()
+        return 0
+
+
+Attrs = tuple[tuple[str, tuple[bytes, ...]], ...]
+
+
+def _base_entry_attributes(rdn_attr: str, rdn_value: str) -> Attrs:
+    a = rdn_attr.lower()
+    v = rdn_value.encode()
+    if a == "dc":
+        return (("objectClass", (b"top", b"dcObject", b"organization")), ("dc", (v,)), ("o", (v,)))
+    if a == "o":
+        return (("objectClass", (b"top", b"organization")), ("o", (v,)))
+    if a == "ou":
+        return (("objectClass", (b"top", b"organizationalUnit")), ("ou", (v,)))
+    if a == "c":
+        return (("objectClass", (b"top", b"country")), ("c", (v,)))
+    return (("objectClass", (b"top", b"extensibleObject")), (rdn_attr, (v,)))
+
+
+def serve(config: Config, example_data: bool = False) -> int:
+    """Run one node until SIGINT/SIGTERM; returns the process exit code."""
+    setup_logging(config)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        pass
+
+    async def main() -> int:
+        runtime = NodeRuntime(config, example_data=example_data)
+        return await runtime.run()
+
+    try:
+        return asyncio.run(main())
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 1

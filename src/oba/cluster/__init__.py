@@ -1,0 +1,1 @@
+"""Replicators: the one way a node changes its database (standalone now, Raft later)."""

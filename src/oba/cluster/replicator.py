@@ -1,0 +1,171 @@
+"""Replicators: ``submit(cmd) -> ApplyResult`` is the single write path of a node.
+
+Rules for this module: commands are applied only here, in the one writer thread, in the order
+they are committed. A caller is answered only after the LMDB transaction holding its command has
+been committed to disk (``sync=True``), so an acknowledged write survives ``kill -9``.
+
+``LocalReplicator`` (standalone mode) does group commit: commands that queue up while the
+writer is busy are applied in one LMDB transaction and share one fsync. ``apply`` validates
+before it writes, so a failing command leaves no trace in the shared transaction; if ``apply``
+raises (a bug), the batch is aborted and each command retried in a transaction of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Protocol
+
+from oba.directory.apply import ApplyContext, ApplyResult, apply
+from oba.directory.commands import Command
+from oba.protocol.resultcodes import ResultCode
+from oba.storage import Store
+
+log = logging.getLogger("oba.replicator")
+
+MAX_BATCH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A committed change, as seen by change listeners (persistent search, audit, events)."""
+
+    index: int
+    command: Command
+    result: ApplyResult
+
+
+ChangeListener = Callable[[Change], None]
+
+
+class Replicator(Protocol):
+    async def submit(self, cmd: Command) -> ApplyResult: ...
+
+    def add_listener(self, listener: ChangeListener) -> None: ...
+
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class ReplicatorStopped(RuntimeError):
+    pass
+
+
+_STOP = object()
+
+
+class LocalReplicator:
+    """Standalone mode: apply each command locally, durably, with group commit."""
+
+    def __init__(self, store: Store, ctx: ApplyContext) -> None:
+        self._store = store
+        self._ctx = ctx
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._listeners: list[ChangeListener] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.commits = 0
+        self.applied = 0
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        self._listeners.append(listener)
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
+        self._thread = threading.Thread(target=self._run, name="oba-writer", daemon=True)
+        self._thread.start()
+
+    async def stop(self) -> None:
+        thread = self._thread
+        if thread is None:
+            return
+        self._queue.put(_STOP)
+        await asyncio.get_running_loop().run_in_executor(None, thread.join)
+        self._thread = None
+
+    async def submit(self, cmd: Command) -> ApplyResult:
+        if self._thread is None:
+            raise ReplicatorStopped("the writer is not running")
+        fut: Future[ApplyResult] = Future()
+        self._queue.put((cmd, fut))
+        return await asyncio.wrap_future(fut)
+
+    def submit_sync(self, cmd: Command) -> ApplyResult:
+        """Blocking submit for code that runs outside the event loop (tools, bootstrap)."""
+        if self._thread is None:
+            raise ReplicatorStopped("the writer is not running")
+        fut: Future[ApplyResult] = Future()
+        self._queue.put((cmd, fut))
+        return fut.result()
+
+    # ------------------------------------------------------------------ writer thread
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            batch = [item]
+            stop_after = False
+            while len(batch) < MAX_BATCH:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop_after = True
+                    break
+                batch.append(nxt)
+            self._commit_batch(batch)  # type: ignore[arg-type]
+            if stop_after:
+                return
+
+    def _commit_batch(self, batch: list[tuple[Command, Future[ApplyResult]]]) -> None:
+        try:
+            done = self._apply_all(batch)
+        except Exception:
+            log.exception("batch of %d commands failed; retrying one by one", len(batch))
+            done = []
+            for one in batch:
+                try:
+                    done.extend(self._apply_all([one]))
+                except Exception as exc:  # a bug in apply: answer, never hang the caller
+                    log.exception("command failed: %r", one[0])
+                    err = ApplyResult(int(ResultCode.OTHER), message=f"internal error: {exc}")
+                    one[1].set_result(err)
+        self.commits += 1
+        for change, fut in done:
+            fut.set_result(change.result)
+            if change.result.code == ResultCode.SUCCESS:
+                for listener in self._listeners:
+                    try:
+                        listener(change)
+                    except Exception:
+                        log.exception("change listener failed")
+
+    def _apply_all(
+        self, batch: list[tuple[Command, Future[ApplyResult]]]
+    ) -> list[tuple[Change, Future[ApplyResult]]]:
+        out: list[tuple[Change, Future[ApplyResult]]] = []
+        with self._store.write() as txn:
+            index = txn.applied_index()
+            for cmd, fut in batch:
+                result = apply(txn, cmd, self._ctx)
+                if result.code == ResultCode.SUCCESS:
+                    index += 1
+                out.append((Change(index, cmd, result), fut))
+            txn.set_applied_index(index)
+        # the ``with`` block committed (fsync) before anyone is answered
+        self.applied += len(out)
+        return out

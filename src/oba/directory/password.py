@@ -1,0 +1,101 @@
+"""Password storage schemes ({SSHA}, {SSHA256}, {SSHA512}, {SHA}, {SHA256}, {SHA512}, {ARGON2}).
+
+Rules for this module: verification is constant-time where the scheme allows it; hashing takes
+its salt from the caller-supplied ``salt`` (or os.urandom) so that proposers, not ``apply``, pick
+randomness. Cleartext values (no ``{SCHEME}`` prefix, or ``{CLEARTEXT}``) verify by comparison.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+
+import argon2
+
+_DIGESTS: dict[str, tuple[str, bool]] = {
+    # scheme -> (hashlib name, salted)
+    "SHA": ("sha1", False),
+    "SSHA": ("sha1", True),
+    "SHA256": ("sha256", False),
+    "SSHA256": ("sha256", True),
+    "SHA384": ("sha384", False),
+    "SSHA384": ("sha384", True),
+    "SHA512": ("sha512", False),
+    "SSHA512": ("sha512", True),
+    "MD5": ("md5", False),
+    "SMD5": ("md5", True),
+}
+
+SUPPORTED_SCHEMES = ("ARGON2", *_DIGESTS.keys(), "CLEARTEXT")
+
+_argon2 = argon2.PasswordHasher()
+
+
+def split_scheme(stored: bytes) -> tuple[str | None, bytes]:
+    """``b"{SSHA}abc"`` -> ``("SSHA", b"abc")``; no prefix -> ``(None, stored)``."""
+    if stored.startswith(b"{"):
+        end = stored.find(b"}")
+        if end > 1:
+            return stored[1:end].decode("ascii", "replace").upper(), stored[end + 1 :]
+    return None, stored
+
+
+def is_hashed(value: bytes) -> bool:
+    """True when ``value`` carries a ``{SCHEME}`` prefix Oba knows (so it is stored as given)."""
+    scheme, _ = split_scheme(value)
+    return scheme is not None and scheme in SUPPORTED_SCHEMES
+
+
+def verify(password: bytes, stored: bytes) -> bool:
+    """Check ``password`` against one stored ``userPassword`` value."""
+    scheme, rest = split_scheme(stored)
+    if scheme is None or scheme == "CLEARTEXT":
+        return hmac.compare_digest(password, rest if scheme else stored)
+    if scheme == "ARGON2":
+        try:
+            return bool(_argon2.verify(rest.decode("ascii"), password))
+        except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError,
+                UnicodeDecodeError):
+            return False
+    digest = _DIGESTS.get(scheme)
+    if digest is None:
+        return False
+    algo, salted = digest
+    try:
+        raw = base64.b64decode(rest, validate=False)
+    except ValueError:
+        return False
+    size = hashlib.new(algo).digest_size
+    if salted:
+        if len(raw) <= size:
+            return False
+        want, salt = raw[:size], raw[size:]
+    else:
+        if len(raw) != size:
+            return False
+        want, salt = raw, b""
+    got = hashlib.new(algo, password + salt).digest()
+    return hmac.compare_digest(got, want)
+
+
+def hash_password(password: bytes, scheme: str = "ARGON2", salt: bytes | None = None) -> bytes:
+    """Hash ``password`` into a ``{SCHEME}...`` value."""
+    scheme = scheme.strip("{}").upper()
+    if scheme == "CLEARTEXT":
+        return password
+    if scheme == "ARGON2":
+        if salt is None:
+            return b"{ARGON2}" + _argon2.hash(password).encode("ascii")
+        return b"{ARGON2}" + _argon2.hash(password, salt=salt).encode("ascii")
+    digest = _DIGESTS.get(scheme)
+    if digest is None:
+        raise ValueError(f"unsupported password scheme {{{scheme}}}")
+    algo, salted = digest
+    if salted:
+        salt = salt if salt is not None else os.urandom(8)
+    else:
+        salt = b""
+    raw = hashlib.new(algo, password + salt).digest() + salt
+    return b"{" + scheme.encode("ascii") + b"}" + base64.b64encode(raw)

@@ -1,0 +1,1 @@
+"""The LDAP listener: one asyncio Protocol per connection, handlers over the directory layer."""

@@ -1,0 +1,60 @@
+"""What every connection of a node shares: config, schema, store, replicator, policy, counters.
+
+Rules for this module: state that outlives a connection lives here; per-connection state lives in
+``connection.py``. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from oba import __version__
+from oba.cluster.replicator import Replicator
+from oba.config import Config
+from oba.directory.access import AccessPolicy
+from oba.schema import Schema
+from oba.storage import Store
+
+SUBSCHEMA_DN = "cn=Subschema"
+SUBSCHEMA_NDN = "cn=subschema"
+
+
+@dataclass
+class Stats:
+    started: float = field(default_factory=time.time)
+    connections: int = 0
+    total_connections: int = 0
+    requests: int = 0
+    operations: Counter[str] = field(default_factory=Counter)
+    results: Counter[int] = field(default_factory=Counter)
+
+
+@dataclass
+class Node:
+    config: Config
+    schema: Schema
+    store: Store
+    replicator: Replicator
+    access: AccessPolicy
+    base_dn: str
+    base_ndn: str
+    root_dn: str
+    root_ndn: str
+    root_password: bytes
+    stats: Stats = field(default_factory=Stats)
+    version: str = __version__
+
+    def __post_init__(self) -> None:
+        schema = self.schema
+
+        @lru_cache(maxsize=4096)
+        def is_operational(attr: str) -> bool:
+            at = schema.attribute(attr)
+            if at is None:
+                return False
+            return bool(at.operational or at.no_user_modification)
+
+        self.is_operational = is_operational
