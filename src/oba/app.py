@@ -151,6 +151,13 @@ class NodeRuntime:
             shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
             log.info("Oba %s ready: ldap://%s:%d base %r root %r", __version__, shown, port,
                      self.config.directory.baseDN, self.config.directory.rootDN)
+            print(
+                f"\nOba is serving LDAP on ldap://{shown}:{port}  (Ctrl-C stops it)\n"
+                f"  try: ldapsearch -x -H ldap://{shown}:{port} "
+                f"-b '{self.config.directory.baseDN}' '(objectClass=*)'\n"
+                f"  as admin: add -D '{self.config.directory.rootDN}' -W\n",
+                flush=True,
+            )
             await self.stopping.wait()
             log.info("stopping")
         finally:

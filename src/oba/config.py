@@ -240,6 +240,10 @@ class DirectoryConfig(_Section):
         default="",
         description="Administrator password: cleartext or a {SCHEME} hash.",
     )
+    schemaFiles: list[PathStr] = Field(
+        default_factory=list,
+        description="Extra schema files (RFC 4512 syntax) loaded after the bundled ones.",
+    )
 
 
 class StorageConfig(_Section):
@@ -254,6 +258,96 @@ class StorageConfig(_Section):
         default=16 * 1024**3,
         description="LMDB map size: the largest the database may grow, in bytes.",
     )
+
+
+PasswordScheme = Literal[
+    "{ARGON2}", "{SSHA512}", "{SSHA384}", "{SSHA256}", "{SSHA}", "{CLEARTEXT}"
+]
+
+
+class SecurityConfig(_Section):
+    """Password storage and authentication rules."""
+
+    passwordHash: PasswordScheme = Field(
+        default="{ARGON2}",
+        description="Scheme used to hash passwords written in cleartext (Add, Modify, "
+        "Password Modify); values already in {SCHEME} form are stored as given.",
+    )
+
+
+class RestConfig(_Section):
+    """The REST API (JSON over HTTP, served on the node's own event loop)."""
+
+    enabled: bool = Field(default=False, description="Serve the REST API.")
+    address: Address = Field(default=":8080", description="REST listen address.")
+    tlsAddress: Address | Literal[""] = Field(
+        default="", description="HTTPS listen address (uses server.tlsCert/tlsKey); empty: off."
+    )
+    jwtSecret: Secret = Field(
+        default="", description="HS256 key for tokens; empty: a random key per process start."
+    )
+    tokenTTL: Duration = Field(default=timedelta(hours=24), description="Lifetime of a token.")
+    rateLimit: int = Field(
+        default=100, ge=0, description="Requests per second per client IP (0: no limit)."
+    )
+    corsOrigins: list[str] = Field(
+        default_factory=lambda: ["*"], description="Origins allowed by CORS."
+    )
+    trustedProxies: list[str] = Field(
+        default_factory=list,
+        description="Peers (IPs or CIDRs) whose X-Forwarded-For is believed for rate limits.",
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _valid_address(cls, value: str) -> str:
+        return _check_address(value)
+
+
+class PeerConfig(_Section):
+    """One cluster member."""
+
+    id: int = Field(gt=0, description="Node id (unique, > 0).")
+    addr: str = Field(description="Raft address HOST:PORT of this member.")
+
+
+class ClusterConfig(_Section):
+    """Raft cluster mode (high availability)."""
+
+    enabled: bool = Field(default=False, description="Run as a member of a Raft cluster.")
+    nodeID: int = Field(default=0, ge=0, description="This node's id; must appear in peers.")
+    raftAddr: Address = Field(default=":4445", description="Raft RPC listen address.")
+    peers: list[PeerConfig] = Field(
+        default_factory=list, description="All cluster members, this node included."
+    )
+    electionTimeout: Duration = Field(
+        default=timedelta(milliseconds=150),
+        description="Election timeout T (randomised in [T, 2T)).",
+    )
+    heartbeatTimeout: Duration = Field(
+        default=timedelta(milliseconds=50), description="Leader heartbeat interval."
+    )
+    snapshotInterval: int = Field(
+        default=10000, gt=0, description="Applied entries between snapshots."
+    )
+    proposalTimeout: Duration = Field(
+        default=timedelta(seconds=5),
+        description="How long a write waits for a leader and a commit before failing with "
+        "unavailable (LDAP 52 / HTTP 503).",
+    )
+    dataDir: PathStr = Field(
+        default="", description="Raft log and snapshots; empty: <storage.dataDir>/raft."
+    )
+    raftTLSCert: PathStr = Field(default="", description="PEM certificate for Raft mutual TLS.")
+    raftTLSKey: PathStr = Field(default="", description="PEM key for raftTLSCert.")
+    raftTLSCA: PathStr = Field(
+        default="", description="CA bundle that peers' certificates must chain to."
+    )
+
+    @field_validator("raftAddr")
+    @classmethod
+    def _valid_address(cls, value: str) -> str:
+        return _check_address(value)
 
 
 class LoggingConfig(_Section):
@@ -282,6 +376,11 @@ class Config(BaseModel):
     )
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Database.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
+    security: SecurityConfig = Field(
+        default_factory=SecurityConfig, description="Passwords and authentication."
+    )
+    rest: RestConfig = Field(default_factory=RestConfig, description="REST API.")
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Cluster mode.")
 
     _origins: dict[str, str] = PrivateAttr(default_factory=dict)
 
@@ -316,6 +415,20 @@ class Config(BaseModel):
             fail("server.tlsCert", "tlsCert and tlsKey must be set together")
         if not self.storage.dataDir:
             fail("storage.dataDir", "must be set")
+        cluster = self.cluster
+        if cluster.enabled:
+            ids = [p.id for p in cluster.peers]
+            if not cluster.peers:
+                fail("cluster.peers", "must list every member (this node included)")
+            elif cluster.nodeID not in ids:
+                fail("cluster.nodeID", f"node {cluster.nodeID} is not in cluster.peers")
+            dup = sorted({i for i in ids if ids.count(i) > 1})
+            if dup:
+                fail("cluster.peers", f"duplicate ids {dup}")
+            if cluster.heartbeatTimeout >= cluster.electionTimeout:
+                fail("cluster.heartbeatTimeout", "must be shorter than cluster.electionTimeout")
+            if bool(cluster.raftTLSCert) != bool(cluster.raftTLSKey):
+                fail("cluster.raftTLSCert", "raftTLSCert and raftTLSKey must be set together")
         if errors:
             raise ConfigError(errors)
 
@@ -372,7 +485,7 @@ def _is_scalar(leaf: _Leaf) -> bool:
 
 
 def _upper_snake(key: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", key).upper()
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", key).upper()
 
 
 def env_variables() -> dict[str, str]:
@@ -607,7 +720,13 @@ def _type_name(leaf: _Leaf) -> str:
         return "bool"
     if annotation is str:
         return "string"
-    return "mapping attribute → list of eq \\| pres \\| sub"
+    if leaf.path == "storage.indexes":
+        return "mapping attribute → list of eq \\| pres \\| sub"
+    if leaf.path == "cluster.peers":
+        return "list of {id: int, addr: host:port}"
+    if get_origin(annotation) is list:
+        return "list of strings"
+    return "string or empty"
 
 
 def _json_default(leaf: _Leaf) -> Any:
