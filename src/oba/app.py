@@ -18,6 +18,8 @@ import uuid
 from importlib import resources
 from pathlib import Path
 
+import lmdb
+
 from oba import __version__
 from oba.cluster.replicator import LocalReplicator
 from oba.config import Config
@@ -25,8 +27,9 @@ from oba.directory.access import AccessPolicy
 from oba.directory.apply import ApplyContext
 from oba.directory.commands import AddCommand
 from oba.ldif import parse_ldif
+from oba.protocol.dn import DNError
 from oba.protocol.resultcodes import ResultCode
-from oba.schema import Schema
+from oba.schema import Schema, SchemaError, default_schema_files
 from oba.server.listener import LDAPListener
 from oba.server.node import Node
 from oba.storage import DEFAULT_INDEXES, Store
@@ -85,7 +88,10 @@ class NodeRuntime:
     def __init__(self, config: Config, example_data: bool = False) -> None:
         self.config = config
         self.example_data = example_data
-        self.schema = Schema.default()
+        extra = config.directory.schemaFiles
+        self.schema = (
+            Schema.load([*default_schema_files(), *extra]) if extra else Schema.default()
+        )
         data_dir = Path(config.storage.dataDir)
         data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(data_dir, self.schema, _index_config(config),
@@ -203,6 +209,6 @@ def serve(config: Config, example_data: bool = False) -> int:
 
     try:
         return asyncio.run(main())
-    except OSError as exc:
+    except (OSError, SchemaError, DNError, lmdb.Error) as exc:
         log.error("cannot start: %s", exc)
         return 1
