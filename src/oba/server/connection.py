@@ -1,42 +1,27 @@
-"""One LDAP connection: framing, bind state, dispatch of each request to its handler.
+"""One LDAP connection: framing, bind state, and the translation of each PDU to an operation.
 
-Rules for this module: reads (search, compare, bind) run on the event loop over an LMDB read
-transaction and answer at once; writes become Commands submitted to the node's replicator and
-are answered when the replicator says they are durable. Every request gets exactly one final
-response (abandon and unbind excepted); a malformed PDU gets a Notice of Disconnection and the
-connection is closed. No exception escapes to the event loop.
+Rules for this module: the directory decisions live in ``oba.operations`` (shared with the REST
+API); this module only turns PDUs into calls and results into PDUs. Reads answer at once on the
+event loop; writes and binds run as tasks and answer when done. Every request gets exactly one
+final response (abandon and unbind excepted); a malformed PDU gets a Notice of Disconnection and
+the connection is closed. No exception escapes to the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
-from oba.directory import password as passwords
-from oba.directory.access import PROTECTED_ATTRS
-from oba.directory.apply import ApplyResult
-from oba.directory.commands import (
-    AddCommand,
-    Command,
-    DeleteCommand,
-    ModifyCommand,
-    ModifyDNCommand,
-)
 from oba.directory.entry import Entry
-from oba.directory.evaluate import compare, compile_filter
-from oba.directory.search import SearchContext, search
+from oba.operations import ANONYMOUS, Identity, Operations, OpError
 from oba.protocol import codec
 from oba.protocol.codec import LDAPDecoder, ProtocolError, encode_message
-from oba.protocol.dn import DNError, parse_dn
 from oba.protocol.messages import (
     AbandonRequest,
     AddRequest,
     AddResponse,
-    And,
     BindRequest,
     BindResponse,
     CompareRequest,
@@ -46,25 +31,19 @@ from oba.protocol.messages import (
     DelResponse,
     ExtendedRequest,
     ExtendedResponse,
-    Filter,
     LDAPMessage,
     LDAPResult,
     ModifyDNRequest,
     ModifyDNResponse,
     ModifyRequest,
     ModifyResponse,
-    Not,
-    Or,
     ProtocolOp,
-    Scope,
     SearchRequest,
     SearchResultDone,
     UnbindRequest,
 )
 from oba.protocol.resultcodes import ResultCode
-from oba.schema import InvalidValue, UndefinedAttribute
-from oba.server import rootdse
-from oba.server.node import SUBSCHEMA_NDN, Node
+from oba.server.node import Node
 
 log = logging.getLogger("oba.ldap")
 
@@ -75,22 +54,36 @@ MANAGE_DSA_IT_OID = "2.16.840.1.113730.3.4.2"
 # Controls this server understands on any operation (others: see _check_controls).
 KNOWN_CONTROLS = frozenset({MANAGE_DSA_IT_OID})
 
-
-def generalized_time(now: float | None = None) -> str:
-    return time.strftime("%Y%m%d%H%M%SZ", time.gmtime(now))
+_RESPONSE: dict[type, type] = {
+    SearchRequest: SearchResultDone,
+    BindRequest: BindResponse,
+    CompareRequest: CompareResponse,
+    AddRequest: AddResponse,
+    ModifyRequest: ModifyResponse,
+    DelRequest: DelResponse,
+    ModifyDNRequest: ModifyDNResponse,
+    ExtendedRequest: ExtendedResponse,
+}
 
 
 class LDAPConnection(asyncio.Protocol):
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, ops: Operations | None = None) -> None:
         self.node = node
+        self.ops = ops if ops is not None else Operations(node)
         self.decoder = LDAPDecoder(node.config.server.maxMessageSize)
         self.transport: asyncio.Transport | None = None
-        self.bind_dn = ""
-        self.bind_ndn = ""
+        self.identity: Identity = ANONYMOUS
         self.peer = "?"
         self.closed = False
         self.pending: dict[int, asyncio.Task[None]] = {}
-        self.search_ctx = SearchContext(node.schema)
+
+    @property
+    def bind_dn(self) -> str:
+        return self.identity.dn
+
+    @property
+    def bind_ndn(self) -> str:
+        return self.identity.ndn
 
     # ------------------------------------------------------------------ asyncio.Protocol
 
@@ -110,7 +103,7 @@ class LDAPConnection(asyncio.Protocol):
             self.closed = True
             self.node.stats.connections -= 1
         for task in self.pending.values():
-            # writes already submitted still complete in the writer; only the answer is dropped
+            # a write already submitted still completes in the writer; only the answer is lost
             task.cancel()
         self.pending.clear()
 
@@ -137,8 +130,19 @@ class LDAPConnection(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.transport.write(data)
 
-    def reply(self, message_id: int, op: ProtocolOp) -> None:
-        self.send(encode_message(LDAPMessage(message_id, op)))
+    def reply(self, message_id: int, op: ProtocolOp, controls: tuple[Control, ...] = ()) -> None:
+        self.send(encode_message(LDAPMessage(message_id, op, controls)))
+
+    def answer(self, mid: int, op: ProtocolOp, code: ResultCode | int, message: str = "",
+               matched: str = "", controls: tuple[Control, ...] = ()) -> None:
+        """The final response to request ``op`` with the given result."""
+        self.node.stats.results[int(code)] += 1
+        result = LDAPResult(ResultCode(code), matched, message)
+        resp_type = _RESPONSE.get(type(op), ExtendedResponse)
+        self.reply(mid, resp_type(result), controls)
+
+    def answer_error(self, mid: int, op: ProtocolOp, err: OpError) -> None:
+        self.answer(mid, op, err.code, err.message, err.matched_dn)
 
     def disconnect(self, code: ResultCode, message: str) -> None:
         """Send a Notice of Disconnection (RFC 4511 4.4.1) and close."""
@@ -160,8 +164,7 @@ class LDAPConnection(asyncio.Protocol):
         op = msg.op
         stats = self.node.stats
         stats.requests += 1
-        name = type(op).__name__
-        stats.operations[name] += 1
+        stats.operations[type(op).__name__] += 1
         mid = msg.message_id
         if isinstance(op, UnbindRequest):
             self.close()
@@ -171,143 +174,57 @@ class LDAPConnection(asyncio.Protocol):
             if task is not None:
                 task.cancel()
             return
-        bad = self._check_controls(msg.controls)
+        bad = self._unsupported_critical(msg.controls)
         if bad is not None:
-            self._answer_error(mid, op, ResultCode.UNAVAILABLE_CRITICAL_EXTENSION,
-                               f"critical control {bad} is not supported")
+            self.answer(mid, op, ResultCode.UNAVAILABLE_CRITICAL_EXTENSION,
+                        f"critical control {bad} is not supported")
             return
-        if isinstance(op, SearchRequest):
-            self.handle_search(mid, op)
-        elif isinstance(op, BindRequest):
-            self.handle_bind(mid, op)
-        elif isinstance(op, CompareRequest):
-            self.handle_compare(mid, op)
-        elif isinstance(op, AddRequest | ModifyRequest | DelRequest | ModifyDNRequest):
-            self.handle_write(mid, op)
-        elif isinstance(op, ExtendedRequest):
-            self.handle_extended(mid, op)
-        else:
-            # a response PDU sent by a client, or an op we do not serve
-            self.disconnect(ResultCode.PROTOCOL_ERROR, f"unexpected {name}")
+        try:
+            if isinstance(op, SearchRequest):
+                self.handle_search(mid, op, msg.controls)
+            elif isinstance(op, BindRequest):
+                self.handle_bind(mid, op)
+            elif isinstance(op, CompareRequest):
+                hit = self.ops.compare(self.identity, op.dn, op.attr, op.value)
+                self.answer(mid, op, ResultCode.COMPARE_TRUE if hit else ResultCode.COMPARE_FALSE)
+            elif isinstance(op, AddRequest):
+                self.spawn(mid, op, self.ops.add(self.identity, op.dn, op.attributes))
+            elif isinstance(op, ModifyRequest):
+                changes = [(int(c), a[0], a[1]) for c, a in op.changes]
+                self.spawn(mid, op, self.ops.modify(self.identity, op.dn, changes))
+            elif isinstance(op, DelRequest):
+                self.spawn(mid, op, self.ops.delete(self.identity, op.dn))
+            elif isinstance(op, ModifyDNRequest):
+                self.spawn(mid, op, self.ops.modify_dn(self.identity, op.dn, op.new_rdn,
+                                                       op.delete_old_rdn, op.new_superior))
+            elif isinstance(op, ExtendedRequest):
+                self.handle_extended(mid, op)
+            else:
+                # a response PDU sent by a client, or an operation no server takes
+                self.disconnect(ResultCode.PROTOCOL_ERROR, f"unexpected {type(op).__name__}")
+        except OpError as err:
+            self.answer_error(mid, op, err)
 
-    def _check_controls(self, controls: Iterable[Control]) -> str | None:
+    def _unsupported_critical(self, controls: Iterable[Control]) -> str | None:
         for c in controls:
             if c.critical and c.oid not in KNOWN_CONTROLS:
                 return c.oid
         return None
 
-    def _answer_error(self, mid: int, op: ProtocolOp, code: ResultCode, message: str,
-                      matched: str = "") -> None:
-        result = LDAPResult(code, matched, message)
-        self.node.stats.results[int(code)] += 1
-        resp: ProtocolOp
-        if isinstance(op, SearchRequest):
-            resp = SearchResultDone(result)
-        elif isinstance(op, BindRequest):
-            resp = BindResponse(result)
-        elif isinstance(op, CompareRequest):
-            resp = CompareResponse(result)
-        elif isinstance(op, AddRequest):
-            resp = AddResponse(result)
-        elif isinstance(op, ModifyRequest):
-            resp = ModifyResponse(result)
-        elif isinstance(op, DelRequest):
-            resp = DelResponse(result)
-        elif isinstance(op, ModifyDNRequest):
-            resp = ModifyDNResponse(result)
-        else:
-            resp = ExtendedResponse(result)
-        self.reply(mid, resp)
+    # ------------------------------------------------------------------ tasks
 
-    # ------------------------------------------------------------------ helpers
+    def spawn(self, mid: int, op: ProtocolOp, work: Awaitable[Any]) -> None:
+        """Run ``work`` (a write) as a task; answer success, or the OpError it raises."""
 
-    def normalize_dn(self, dn: str) -> str:
-        """Normalised DN; raises DNError (invalid syntax or undefined attribute type)."""
-        return self.node.schema.normalize_dn(dn)
-
-    def matched_dn(self, txn: Any, ndn: str, dn: str) -> str:
-        """The DN of the nearest existing ancestor of ``dn`` (slapd's matchedDN)."""
-        try:
-            parsed = parse_dn(dn)
-        except DNError:
-            return ""
-        for i in range(1, len(parsed)):
-            anc = parsed[i:]
+        async def run() -> None:
             try:
-                anc_ndn = self.node.schema.normalize_dn(anc)
-            except DNError:
-                continue
-            entry = txn.get_by_ndn(anc_ndn)
-            if entry is not None:
-                return str(entry.dn)
-        return ""
-
-    # ------------------------------------------------------------------ bind
-
-    def handle_bind(self, mid: int, op: BindRequest) -> None:
-        # A bind (successful or not) resets the connection to anonymous first (RFC 4511 4.2.1).
-        self.bind_dn = self.bind_ndn = ""
-        if op.version != 3:
-            self._answer_error(mid, op, ResultCode.PROTOCOL_ERROR,
-                               "requested protocol version not allowed")
-            return
-        if op.sasl_mechanism is not None:
-            self._answer_error(mid, op, ResultCode.AUTH_METHOD_NOT_SUPPORTED,
-                               "SASL(-4): no mechanism available: ")
-            return
-        password = op.simple or b""
-        if not op.name:
-            if password:
-                self._answer_error(mid, op, ResultCode.UNWILLING_TO_PERFORM,
-                                   "unauthenticated bind (DN with no password) disallowed")
+                await work
+            except OpError as err:
+                self.answer_error(mid, op, err)
                 return
-            self.reply(mid, BindResponse(LDAPResult(ResultCode.SUCCESS)))
-            return
-        try:
-            ndn = self.normalize_dn(op.name)
-        except (DNError, UndefinedAttribute, InvalidValue):
-            self._answer_error(mid, op, ResultCode.INVALID_DN_SYNTAX, "invalid DN")
-            return
-        if not password:
-            self._answer_error(mid, op, ResultCode.UNWILLING_TO_PERFORM,
-                               "unauthenticated bind (DN with no password) disallowed")
-            return
-        node = self.node
-        if ndn == node.root_ndn and node.root_password:
-            ok = passwords.verify(password, node.root_password)
-            self._finish_bind(mid, op, ok, op.name, ndn)
-            return
-        with node.store.read() as txn:
-            entry = txn.get_by_ndn(ndn)
-            stored = list(entry.attrs.get("userPassword", ())) if entry is not None else []
-            disabled = entry is not None and any(
-                v.upper() in (b"TRUE", b"1", b"YES") for v in entry.attrs.get("obaDisabled", ())
-            )
-        if not stored or disabled:
-            self._finish_bind(mid, op, False, op.name, ndn)
-            return
-        if any(passwords.split_scheme(s)[0] == "ARGON2" for s in stored):
-            # Argon2 is deliberately slow: verify off the event loop.
-            task = asyncio.ensure_future(self._bind_slow(mid, op, ndn, stored))
-            self._track(mid, task)
-            return
-        ok = any(passwords.verify(password, s) for s in stored)
-        self._finish_bind(mid, op, ok, op.name, ndn)
+            self.answer(mid, op, ResultCode.SUCCESS)
 
-    async def _bind_slow(self, mid: int, op: BindRequest, ndn: str, stored: list[bytes]) -> None:
-        password = op.simple or b""
-        loop = asyncio.get_running_loop()
-        ok = await loop.run_in_executor(
-            None, lambda: any(passwords.verify(password, s) for s in stored)
-        )
-        self._finish_bind(mid, op, ok, op.name, ndn)
-
-    def _finish_bind(self, mid: int, op: BindRequest, ok: bool, dn: str, ndn: str) -> None:
-        if ok:
-            self.bind_dn, self.bind_ndn = dn, ndn
-            self.reply(mid, BindResponse(LDAPResult(ResultCode.SUCCESS)))
-        else:
-            self._answer_error(mid, op, ResultCode.INVALID_CREDENTIALS, "")
+        self._track(mid, asyncio.ensure_future(run()))
 
     def _track(self, mid: int, task: asyncio.Task[None]) -> None:
         self.pending[mid] = task
@@ -321,162 +238,44 @@ class LDAPConnection(asyncio.Protocol):
             if not self.closed:
                 self.disconnect(ResultCode.OTHER, "internal server error")
 
+    # ------------------------------------------------------------------ bind
+
+    def handle_bind(self, mid: int, op: BindRequest) -> None:
+        # A bind, successful or not, first resets the connection to anonymous (RFC 4511 4.2.1).
+        self.identity = ANONYMOUS
+        if op.version != 3:
+            self.answer(mid, op, ResultCode.PROTOCOL_ERROR,
+                        "requested protocol version not allowed")
+            return
+        if op.sasl_mechanism is not None:
+            self.answer(mid, op, ResultCode.AUTH_METHOD_NOT_SUPPORTED,
+                        "SASL(-4): no mechanism available: ")
+            return
+
+        async def run() -> None:
+            try:
+                self.identity = await self.ops.bind(op.name, op.simple or b"")
+            except OpError as err:
+                self.answer_error(mid, op, err)
+                return
+            self.answer(mid, op, ResultCode.SUCCESS)
+
+        self._track(mid, asyncio.ensure_future(run()))
+
     # ------------------------------------------------------------------ search
 
-    def handle_search(self, mid: int, op: SearchRequest) -> None:
-        node = self.node
-        base = op.base
-        try:
-            base_ndn = self.normalize_dn(base)
-        except (DNError, UndefinedAttribute, InvalidValue):
-            self._answer_error(mid, op, ResultCode.INVALID_DN_SYNTAX, "invalid DN")
-            return
-        if base_ndn == "" and op.scope == Scope.BASE:
-            self._send_special(mid, op, rootdse.root_dse(node), "")
-            return
-        if base_ndn == SUBSCHEMA_NDN and op.scope == Scope.BASE:
-            self._send_special(mid, op, rootdse.subschema(node), SUBSCHEMA_NDN)
-            return
-        deadline = time.monotonic() + op.time_limit if op.time_limit > 0 else 0.0
-        size_limit = op.size_limit
+    def handle_search(self, mid: int, op: SearchRequest, controls: tuple[Control, ...]) -> None:
         selector = AttributeSelector(self, op.attributes, op.types_only)
-        count = 0
-        guard = None if node.access.is_root(self.bind_ndn) else _protected_in(op.filter)
-        with node.store.read() as txn:
-            base_entry = txn.get_by_ndn(base_ndn) if base_ndn else None
-            if base_entry is None:
-                self._answer_error(mid, op, ResultCode.NO_SUCH_OBJECT, "",
-                                   self.matched_dn(txn, base_ndn, base))
-                return
-            try:
-                results = search(txn, self.search_ctx, base_ndn, int(op.scope), op.filter)
-                for entry in results:
-                    if size_limit and count >= size_limit:
-                        self._answer_error(mid, op, ResultCode.SIZE_LIMIT_EXCEEDED, "")
-                        return
-                    if deadline and time.monotonic() > deadline:
-                        self._answer_error(mid, op, ResultCode.TIME_LIMIT_EXCEEDED, "")
-                        return
-                    if guard and not self._filter_visible(entry, op, guard):
-                        continue
+        entries = self.ops.search(self.identity, op.base, op.scope, op.filter,
+                                  op.size_limit, op.time_limit)
+        try:
+            with self.node.store.read() as txn:
+                for entry in entries:
                     self.send(selector.encode(mid, entry, txn))
-                    count += 1
-            except (InvalidValue, UndefinedAttribute, ValueError) as exc:
-                self._answer_error(mid, op, ResultCode.PROTOCOL_ERROR, str(exc))
-                return
-        self.reply(mid, SearchResultDone(LDAPResult(ResultCode.SUCCESS)))
-
-    def _filter_visible(self, entry: Entry, op: SearchRequest, guard: frozenset[str]) -> bool:
-        """Re-check the filter without the attributes the client may not search (slapd: a
-        filter item on an attribute without search access is Undefined)."""
-        ndn = self.node.schema.normalize_dn(entry.dn)
-        hidden = [a for a in guard if not self.node.access.can_read_attr(self.bind_ndn, ndn, a)]
-        if not hidden:
-            return True
-        attrs = {k: v for k, v in entry.attrs.items() if k not in hidden}
-        return compile_filter(op.filter, self.node.schema)(Entry(entry.id, entry.dn, attrs)) is True
-
-    def _send_special(self, mid: int, op: SearchRequest, entry: Entry, ndn: str) -> None:
-        if compile_filter(op.filter, self.node.schema)(entry):
-            selector = AttributeSelector(self, op.attributes, op.types_only, special=True)
-            self.send(selector.encode(mid, entry, None))
-        self.reply(mid, SearchResultDone(LDAPResult(ResultCode.SUCCESS)))
-
-    # ------------------------------------------------------------------ compare
-
-    def handle_compare(self, mid: int, op: CompareRequest) -> None:
-        node = self.node
-        try:
-            ndn = self.normalize_dn(op.dn)
-        except (DNError, UndefinedAttribute, InvalidValue):
-            self._answer_error(mid, op, ResultCode.INVALID_DN_SYNTAX, "invalid DN")
+        except OpError as err:
+            self.answer_error(mid, op, err)
             return
-        attr = node.schema.canonical(op.attr.split(";", 1)[0])
-        if attr is None:
-            self._answer_error(mid, op, ResultCode.UNDEFINED_ATTRIBUTE_TYPE,
-                               f"{op.attr}: attribute type undefined")
-            return
-        with node.store.read() as txn:
-            entry = txn.get_by_ndn(ndn)
-            if entry is None:
-                self._answer_error(mid, op, ResultCode.NO_SUCH_OBJECT, "",
-                                   self.matched_dn(txn, ndn, op.dn))
-                return
-        if not node.access.can_read_attr(self.bind_ndn, ndn, attr):
-            self._answer_error(mid, op, ResultCode.INSUFFICIENT_ACCESS_RIGHTS, "")
-            return
-        if node.schema.equality(attr) is None:
-            self._answer_error(mid, op, ResultCode.INAPPROPRIATE_MATCHING, "")
-            return
-        try:
-            res = compare(entry, attr, op.value, node.schema)
-        except InvalidValue:
-            res = None
-        if res is None:
-            if entry.attrs.get(attr):
-                self._answer_error(mid, op, ResultCode.INVALID_ATTRIBUTE_SYNTAX, "")
-            else:
-                self._answer_error(mid, op, ResultCode.NO_SUCH_ATTRIBUTE, "")
-            return
-        code = ResultCode.COMPARE_TRUE if res else ResultCode.COMPARE_FALSE
-        self.reply(mid, CompareResponse(LDAPResult(code)))
-
-    # ------------------------------------------------------------------ writes
-
-    def handle_write(
-        self, mid: int, op: AddRequest | ModifyRequest | DelRequest | ModifyDNRequest
-    ) -> None:
-        node = self.node
-        try:
-            ndn = self.normalize_dn(op.dn)
-        except (DNError, UndefinedAttribute, InvalidValue):
-            self._answer_error(mid, op, ResultCode.INVALID_DN_SYNTAX, "invalid DN")
-            return
-        attrs: frozenset[str] | None = None
-        if isinstance(op, ModifyRequest):
-            attrs = frozenset(
-                node.schema.canonical(a[0].split(";", 1)[0]) or a[0] for _, a in op.changes
-            )
-        denied = node.access.check_write(self.bind_ndn, ndn, attrs)
-        if denied is not None:
-            self._answer_error(mid, op, denied.code, denied.message)
-            return
-        actor = self.bind_dn if self.bind_ndn != node.root_ndn else node.root_dn
-        now = generalized_time()
-        rid = uuid.uuid4().hex
-        cmd: Command
-        if isinstance(op, AddRequest):
-            cmd = AddCommand(op.dn, op.attributes, rid, actor, now, str(uuid.uuid4()))
-        elif isinstance(op, ModifyRequest):
-            changes = tuple((int(c), a[0], a[1]) for c, a in op.changes)
-            cmd = ModifyCommand(op.dn, changes, rid, actor, now)
-        elif isinstance(op, DelRequest):
-            cmd = DeleteCommand(op.dn, rid, actor, now)
-        else:
-            cmd = ModifyDNCommand(op.dn, op.new_rdn, op.delete_old_rdn, op.new_superior,
-                                  rid, actor, now)
-        task = asyncio.ensure_future(self._submit(mid, op, cmd))
-        self._track(mid, task)
-
-    async def _submit(
-        self, mid: int, op: AddRequest | ModifyRequest | DelRequest | ModifyDNRequest,
-        cmd: Command,
-    ) -> None:
-        result: ApplyResult = await self.node.replicator.submit(cmd)
-        if result.code != ResultCode.SUCCESS:
-            self._answer_error(mid, op, ResultCode(result.code), result.message, result.matched_dn)
-            return
-        ok = LDAPResult(ResultCode.SUCCESS)
-        resp: ProtocolOp
-        if isinstance(op, AddRequest):
-            resp = AddResponse(ok)
-        elif isinstance(op, ModifyRequest):
-            resp = ModifyResponse(ok)
-        elif isinstance(op, DelRequest):
-            resp = DelResponse(ok)
-        else:
-            resp = ModifyDNResponse(ok)
-        self.reply(mid, resp)
+        self.answer(mid, op, ResultCode.SUCCESS)
 
     # ------------------------------------------------------------------ extended
 
@@ -486,37 +285,16 @@ class LDAPConnection(asyncio.Protocol):
             self.reply(mid, ExtendedResponse(LDAPResult(ResultCode.SUCCESS),
                                              value=authz.encode()))
             return
-        self._answer_error(mid, op, ResultCode.PROTOCOL_ERROR,
-                           f"{op.name} not supported")
-
-
-def _protected_in(flt: Filter) -> frozenset[str] | None:
-    """The protected attributes (canonical names) a filter mentions, or None."""
-    found: set[str] = set()
-    stack: list[Filter] = [flt]
-    while stack:
-        f = stack.pop()
-        if isinstance(f, And | Or):
-            stack.extend(f.filters)
-        elif isinstance(f, Not):
-            stack.append(f.filter)
-        else:
-            attr = getattr(f, "attr", None)
-            if attr and attr.split(";", 1)[0].lower() in PROTECTED_ATTRS:
-                found.add("userPassword")
-    return frozenset(found) if found else None
+        self.answer(mid, op, ResultCode.PROTOCOL_ERROR, f"{op.name} not supported")
 
 
 class AttributeSelector:
     """Which attributes of an entry a search returns, and their encoding (a hot path)."""
 
-    def __init__(self, conn: LDAPConnection, requested: Iterable[str], types_only: bool,
-                 special: bool = False) -> None:
+    def __init__(self, conn: LDAPConnection, requested: Iterable[str], types_only: bool) -> None:
         node = conn.node
-        self.conn = conn
         self.node = node
         self.types_only = types_only
-        self.special = special
         req = [r.split(";", 1)[0] for r in requested]
         lowered = {r.lower() for r in req}
         self.all_user = not req or "*" in lowered
@@ -529,6 +307,8 @@ class AttributeSelector:
             if canon is not None:
                 named.add(canon)
         self.named = frozenset(named)
+        self.computed = self.all_oper or bool(
+            self.named & {"entryDN", "hasSubordinates", "subschemaSubentry"})
 
     def wanted(self, attr: str) -> bool:
         if attr in self.named:
@@ -538,23 +318,16 @@ class AttributeSelector:
         return self.all_user
 
     def encode(self, mid: int, entry: Entry, txn: Any) -> bytes:
-        node = self.node
-        bind_ndn = self.conn.bind_ndn
-        out: list[tuple[str, list[bytes]]] = []
-        entry_ndn = ""
-        for attr, values in entry.attrs.items():
-            if not self.wanted(attr):
-                continue
-            if attr == "userPassword":
-                if not entry_ndn:
-                    entry_ndn = node.schema.normalize_dn(entry.dn)
-                if not node.access.can_read_attr(bind_ndn, entry_ndn, attr):
-                    continue
-            out.append((attr, [] if self.types_only else list(values)))
-        if txn is not None and (self.all_oper or self.named):
+        types_only = self.types_only
+        out: list[tuple[str, list[bytes]]] = [
+            (attr, [] if types_only else values)
+            for attr, values in entry.attrs.items()
+            if self.wanted(attr)
+        ]
+        if self.computed and entry.id:
             for attr, values in self._computed(entry, txn):
-                if attr in self.named or self.all_oper:
-                    out.append((attr, [] if self.types_only else values))
+                if self.all_oper or attr in self.named:
+                    out.append((attr, [] if types_only else values))
         return codec.encode_search_entry(mid, entry.dn, out)
 
     def _computed(self, entry: Entry, txn: Any) -> list[tuple[str, list[bytes]]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from oba.operations import Operations
 from oba.server.connection import LDAPConnection
 from oba.server.node import Node
 
@@ -27,11 +28,12 @@ def split_address(address: str, default_host: str = "0.0.0.0") -> tuple[str, int
 class LDAPListener:
     def __init__(self, node: Node) -> None:
         self.node = node
+        self.ops = Operations(node)
         self.servers: list[asyncio.base_events.Server] = []
         self.connections: set[LDAPConnection] = set()
 
     def _factory(self) -> LDAPConnection:
-        conn = _TrackedConnection(self.node, self.connections)
+        conn = _TrackedConnection(self.node, self.ops, self.connections)
         return conn
 
     async def start(self, address: str) -> tuple[str, int]:
@@ -55,8 +57,8 @@ class LDAPListener:
 
 
 class _TrackedConnection(LDAPConnection):
-    def __init__(self, node: Node, registry: set[LDAPConnection]) -> None:
-        super().__init__(node)
+    def __init__(self, node: Node, ops: Operations, registry: set[LDAPConnection]) -> None:
+        super().__init__(node, ops)
         self._registry = registry
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
