@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from oba.config import Config
 from oba.directory.access import AccessPolicy
 from oba.directory.apply import ApplyContext
 from oba.directory.commands import AddCommand
+from oba.events import ChangeHub
 from oba.ldif import parse_ldif
 from oba.protocol.dn import DNError
 from oba.protocol.resultcodes import ResultCode
@@ -110,6 +112,8 @@ class NodeRuntime:
         )
         self.ldap = LDAPListener(self.node)
         self.stopping = asyncio.Event()
+        # async callables run (in reverse order) when the node stops: REST server, cluster...
+        self.stoppers: list[Callable[[], Awaitable[None]]] = []
 
     async def bootstrap(self) -> None:
         """On first start (empty database) create the base entry, or load the example tree."""
@@ -143,15 +147,26 @@ class NodeRuntime:
             if res.code != ResultCode.SUCCESS:
                 raise RuntimeError(f"example data: {rec.dn}: {res.code} {res.message}")
 
+    async def start_rest(self) -> None:
+        """Start the REST API on this loop when ``rest.enabled`` (hook for oba.rest)."""
+        if not self.config.rest.enabled:
+            return
+        from oba.rest.server import start_rest  # imported only when used
+
+        self.stoppers.append(await start_rest(self))
+
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stopping.set)
+        self.node.events = ChangeHub(loop)
+        self.replicator.add_listener(self.node.events.publish)
         self.replicator.start()
         pid_file = self.config.server.pidFile
         try:
             await self.bootstrap()
             host, port = await self.ldap.start(self.config.server.address)
+            await self.start_rest()
             if pid_file:
                 Path(pid_file).write_text(f"{os.getpid()}\n")
             shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
@@ -167,6 +182,8 @@ class NodeRuntime:
             await self.stopping.wait()
             log.info("stopping")
         finally:
+            for stop in reversed(self.stoppers):
+                await stop()
             await self.ldap.stop()
             await self.replicator.stop()
             self.store.close()

@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 from oba import __version__
 from oba.cluster.replicator import Replicator
@@ -17,6 +18,9 @@ from oba.config import Config
 from oba.directory.access import AccessPolicy
 from oba.schema import Schema
 from oba.storage import Store
+
+if TYPE_CHECKING:
+    from oba.events import ChangeHub
 
 SUBSCHEMA_DN = "cn=Subschema"
 SUBSCHEMA_NDN = "cn=subschema"
@@ -46,6 +50,8 @@ class Node:
     root_password: bytes
     stats: Stats = field(default_factory=Stats)
     version: str = __version__
+    events: ChangeHub | None = None  # set by the runtime once the loop runs
+    cluster: Any = None  # cluster.runtime.ClusterRuntime in cluster mode, else None
 
     def __post_init__(self) -> None:
         schema = self.schema
