@@ -441,3 +441,141 @@ def test_modify_dn_moves_whole_subtree(d: Dir) -> None:
     # and the moved subtree is still fully usable
     assert d.run(DeleteCommand("uid=deep,ou=sub," + new_base, "r", ADMIN, T1)).code == 0
     assert d.run(DeleteCommand("ou=sub," + new_base, "r", ADMIN, T1)).code == 0
+
+
+# ----------------------------------------------------------------------------- object classes
+
+P1 = "cn=p1,dc=example,dc=com"
+
+
+def _person_p1(d: Dir) -> None:
+    assert d.run(add(P1, ("objectClass", ["person"]), ("cn", ["p1"]), ("sn", ["x"]))).code == 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "code", "message"),
+    [
+        (
+            [(0, "objectClass", ["inetOrgPerson"])],
+            69,
+            "structural object class modification from 'person' to 'inetOrgPerson' not allowed",
+        ),
+        (
+            [(2, "objectClass", ["organizationalPerson"])],
+            69,
+            "structural object class modification from 'person' to 'organizationalPerson'"
+            " not allowed",
+        ),
+        (
+            [(2, "objectClass", ["device"])],
+            69,
+            "structural object class modification from 'person' to 'device' not allowed",
+        ),
+        (
+            [(0, "objectClass", ["account"]), (0, "uid", ["p1"])],
+            65,
+            "invalid structural object class chain (person/account)",
+        ),
+        ([(2, "objectClass", ["uidObject"])], 65, "no structural object class provided"),
+        ([(1, "objectClass", [])], 65, "no objectClass attribute"),
+        ([(1, "objectClass", ["inetOrgPerson"])], 16, "modify/delete: objectClass: no such value"),
+    ],
+)
+def test_structural_object_class_is_fixed(
+    d: Dir, changes: list[tuple[int, str, list[str]]], code: int, message: str
+) -> None:
+    _person_p1(d)
+    res = d.run(mod(P1, *changes))
+    assert (res.code, res.message) == (code, message)
+    e = d.get(P1)
+    assert e is not None and e.attrs["objectClass"] == [b"person"]
+    assert e.attrs["structuralObjectClass"] == [b"person"]
+
+
+def test_modify_object_class_keeping_structural_class(d: Dir) -> None:
+    _person_p1(d)
+    res = d.run(mod(P1, (0, "objectClass", ["uidObject", "top"]), (0, "uid", ["p1"])))
+    assert res.code == 0, res.message
+    res = d.run(mod(P1, (2, "objectClass", ["top", "person", "uidObject"])))
+    assert res.code == 0, res.message
+    e = d.get(P1)
+    assert e is not None and e.attrs["structuralObjectClass"] == [b"person"]
+    # an entry listing its superclasses: dropping one keeps the structural class
+    res = d.run(mod(ALICE, (0, "objectClass", ["person", "organizationalPerson"])))
+    assert res.code == 0, res.message
+    res = d.run(mod(ALICE, (1, "objectClass", ["person"])))
+    assert res.code == 0, res.message
+    alice = d.get(ALICE)
+    assert alice is not None and alice.attrs["structuralObjectClass"] == [b"inetOrgPerson"]
+
+
+def test_add_with_unrelated_structural_classes(d: Dir) -> None:
+    res = d.run(
+        add(
+            "cn=p2," + BASE,
+            ("objectClass", ["person", "account"]),
+            ("cn", ["p2"]),
+            ("sn", ["x"]),
+            ("uid", ["p2"]),
+        )
+    )
+    assert (res.code, res.message) == (65, "invalid structural object class chain (person/account)")
+
+
+# ----------------------------------------------------------------------------- RDN rules
+
+
+def test_modify_dn_new_rdn_must_be_allowed(d: Dir) -> None:
+    _person_p1(d)
+    res = d.run(rename(P1, "uid=p1", False))
+    assert (res.code, res.message) == (65, "attribute 'uid' not allowed")
+    res = d.run(rename(P1, "sn=y", True))
+    assert (res.code, res.message) == (65, "object class 'person' requires attribute 'cn'")
+    res = d.run(rename(P1, "entryUUID=6b1e0d44-3f3e-4a8e-9a53-0e1f6c7a3c11", False))
+    assert (res.code, res.message) == (64, "naming attribute 'entryUUID' is operational")
+    assert d.get(P1) is not None
+
+
+def test_multi_valued_rdns(d: Dir) -> None:
+    m = "cn=m1+sn=m2," + BASE
+    res = d.run(add(m, ("objectClass", ["person"])))
+    assert res.code == 0, res.message
+    e = d.get("sn=M2+cn=M1," + BASE)  # AVA order and case do not matter
+    assert e is not None and e.attrs["cn"] == [b"m1"] and e.attrs["sn"] == [b"m2"]
+    _person_p1(d)
+    assert d.run(rename(P1, "cn=p1+sn=z", False)).code == 0
+    e = d.get("cn=p1+sn=z," + BASE)
+    assert e is not None and e.attrs["cn"] == [b"p1"] and e.attrs["sn"] == [b"x", b"z"]
+    assert d.run(rename("cn=p1+sn=z," + BASE, "sn=w+cn=p1b", True)).code == 0
+    e = d.get("cn=p1b+sn=w," + BASE)
+    assert e is not None and e.dn == "cn=p1b+sn=w," + BASE  # slapd sorts the AVAs
+    assert e.attrs["cn"] == [b"p1b"] and e.attrs["sn"] == [b"x", b"w"]
+    assert d.run(rename("cn=p1b+sn=w," + BASE, "cn=p1c", True)).code == 0
+    e = d.get("cn=p1c," + BASE)
+    assert e is not None and e.attrs["cn"] == [b"p1c"] and e.attrs["sn"] == [b"x"]
+    # the same RDN spelled differently replaces the old spelling when deleteoldrdn is set
+    assert d.run(rename(m, "cn=M1+sn=m2", True)).code == 0
+    e = d.get(m)
+    assert e is not None and e.dn == "cn=M1+sn=m2," + BASE
+    assert e.attrs["cn"] == [b"M1"] and e.attrs["sn"] == [b"m2"]
+    assert d.run(rename(m, "cn=m1+sn=M2", False)).code == 0
+    e = d.get(m)
+    assert e is not None and e.attrs["cn"] == [b"M1"] and e.attrs["sn"] == [b"m2"]
+
+
+def test_stored_dn_is_slapds_pretty_form(d: Dir) -> None:
+    """Schema names for types, sorted AVAs, and the parent part spelled as the parent is."""
+    res = d.run(add("SN=k+commonName=k2," + BASE, ("objectClass", ["person"])))
+    assert res.code == 0 and res.entry is not None
+    assert res.entry.dn == "cn=k2+sn=k," + BASE
+    res = d.run(add("UID=zz,OU=People,DC=example,DC=com", ("objectClass", ["account"])))
+    assert res.code == 0 and res.entry is not None
+    assert res.entry.dn == "uid=zz," + PEOPLE
+    res = d.run(rename("uid=zz," + PEOPLE, "UserID=Zz", True, "DC=Example,DC=COM"))
+    assert res.code == 0 and res.entry is not None
+    assert res.entry.dn == "uid=Zz," + BASE
+    suffix = Dir(d.store)
+    suffix.ctx = ApplyContext(Schema.default(), ("dc=example,dc=com", "dc=other,dc=org"))
+    res = suffix.run(add("DC=Other,DC=ORG", ("objectClass", ["domain"])))
+    assert res.code == 0 and res.entry is not None
+    assert res.entry.dn == "dc=Other,dc=ORG"

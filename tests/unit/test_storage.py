@@ -238,3 +238,28 @@ def test_parent_ndn_handles_escapes() -> None:
     assert parent_ndn("cn=a\\,b,dc=x") == "dc=x"
     assert parent_ndn("cn=a\\\\,dc=x") == "dc=x"
     assert parent_ndn("dc=x") == ""
+
+
+def test_long_dns_and_one_rdn_suffixes_are_stored(tmp_path: Path) -> None:
+    """LMDB keys are at most 511 bytes: a DN longer than that is still stored and found, and a
+    suffix with a single RDN (``o=example``) hangs off the root."""
+    from oba.schema import Schema
+
+    schema = Schema.default()
+    store = Store(tmp_path / "db", schema)
+    long_value = "x" * 600
+    suffix = Entry(0, "o=example", {"objectClass": [b"organization"], "o": [b"example"]})
+    child = Entry(0, f"cn={long_value},o=example", {"objectClass": [b"device"],
+                                                    "cn": [long_value.encode()]})
+    with store.write() as txn:
+        suffix.id = txn.next_id()
+        txn.put_entry(suffix)
+        child.id = txn.next_id()
+        txn.put_entry(child)
+    with store.read() as txn:
+        assert txn.get_by_ndn("o=example") is not None
+        found = txn.get_by_ndn(f"cn={long_value},o=example")
+        assert found is not None and found.id == child.id
+        assert txn.children(suffix.id) == [child.id]
+        assert txn.id_for_ndn("") is None
+    store.close()

@@ -7,12 +7,16 @@ written, so a failed command changes nothing. Result codes and messages follow O
 modification 19, syntax 21, duplicate values 20) come before the existence checks (68, 32 with
 the nearest existing ancestor as matchedDN), which come before schema checks (65, 64, 19).
 Values are compared by the attribute's equality rule and stored exactly as given.
+structuralObjectClass is fixed at add: a modify whose objectClass values would give another
+structural class fails with objectClassModsProhibited (69), an unrelated second structural class
+with objectClassViolation (65, "invalid structural object class chain"), as slapd answers.
+Group semantics (memberOf, referential integrity) run in the same transaction: see groups.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from oba.directory.commands import (
@@ -23,6 +27,14 @@ from oba.directory.commands import (
     ModifyDNCommand,
 )
 from oba.directory.entry import Entry
+from oba.directory.groups import (
+    GroupWork,
+    Pair,
+    after_add,
+    after_delete,
+    after_modify,
+    after_rename,
+)
 from oba.protocol.dn import DN, DNError, format_dn, parse_dn
 from oba.storage.lmdbstore import WriteTxn, parent_ndn
 from oba.storage.schemaapi import SchemaLike
@@ -40,6 +52,7 @@ UNWILLING = 53
 NAMING_VIOLATION = 64
 OBJECT_CLASS_VIOLATION = 65
 NOT_ALLOWED_ON_NON_LEAF = 66
+OBJECT_CLASS_MODS_PROHIBITED = 69
 ALREADY_EXISTS = 68
 AFFECTS_MULTIPLE_DSAS = 71
 
@@ -56,6 +69,7 @@ OPERATIONAL = frozenset(
         "subschemasubentry",
         "hassubordinates",
         "entrycsn",
+        "memberof",
     }
 )
 _INTEGER_RULES = frozenset({"integermatch"})
@@ -74,6 +88,8 @@ class ApplyResult:
     message: str = ""
     entry: Entry | None = None
     old_dn: str | None = None
+    # Other entries this command changed (memberOf on members, refint on groups), as stored.
+    side_effects: list[Entry] = field(default_factory=list)
 
 
 class _Fail(Exception):
@@ -94,6 +110,16 @@ def _no_user_mod(schema: SchemaLike, canon: str) -> bool:
         return True
     at = schema.attribute(canon)
     return _flag(at, "no_user_modification", "no_user_mod")
+
+
+def _operational(schema: SchemaLike, canon: str) -> bool:
+    return canon.lower() in OPERATIONAL or _flag(schema.attribute(canon), "operational")
+
+
+def _naming_not_operational(schema: SchemaLike, canons: Iterable[str]) -> None:
+    for canon in canons:
+        if _operational(schema, canon):
+            raise _Fail(NAMING_VIOLATION, f"naming attribute '{canon}' is operational")
 
 
 def _single_valued(schema: SchemaLike, canon: str) -> bool:
@@ -161,20 +187,48 @@ def _class_chain(schema: SchemaLike, names: Iterable[str]) -> list[Any]:
     return out
 
 
+def _is_subclass(schema: SchemaLike, sub: Any, sup: Any) -> bool:
+    target = str(getattr(sup, "name", "")).lower()
+    chain = _class_chain(schema, [str(getattr(sub, "name", ""))])
+    return any(str(getattr(oc, "name", "")).lower() == target for oc in chain)
+
+
 def _structural(schema: SchemaLike, classes: list[bytes]) -> str | None:
-    """The most-derived structural class among the entry's classes (as the schema names it)."""
-    names = [c.decode("utf-8", "replace") for c in classes]
-    structural = [oc for oc in _class_chain(schema, names) if _kind(oc) == "STRUCTURAL"]
-    if not structural:
-        return None
-    supers: set[str] = set()
-    for oc in structural:
-        for sup in _class_chain(schema, _class_names(oc, "sup")):
-            supers.add(str(getattr(sup, "name", "")).lower())
-    for oc in structural:
-        if str(getattr(oc, "name", "")).lower() not in supers:
-            return str(getattr(oc, "name", ""))
-    return str(getattr(structural[0], "name", ""))
+    """The most-derived structural class among the listed classes (as the schema names it);
+    65 when two listed structural classes are not in one superclass chain (slapd's check)."""
+    best: Any = None
+    best_text = ""
+    for value in classes:
+        text = value.decode("utf-8", "replace").strip()
+        oc = schema.object_class(text)
+        if oc is None or _kind(oc) != "STRUCTURAL":
+            continue
+        if best is None or _is_subclass(schema, oc, best):
+            best, best_text = oc, text
+        elif not _is_subclass(schema, best, oc):
+            raise _Fail(
+                OBJECT_CLASS_VIOLATION,
+                f"invalid structural object class chain ({best_text}/{text})",
+            )
+    return None if best is None else str(getattr(best, "name", best_text))
+
+
+def _structural_unchanged(schema: SchemaLike, old: Entry, attrs: dict[str, list[bytes]]) -> None:
+    """A modify may not change the structural object class (slapd: 69)."""
+    new = _structural(schema, attrs["objectClass"])
+    if new is None:
+        raise _Fail(OBJECT_CLASS_VIOLATION, "no structural object class provided")
+    stored = old.attrs.get("structuralObjectClass")
+    if stored:
+        was = stored[0].decode("utf-8", "replace")
+    else:
+        was = _structural(schema, old.attrs.get("objectClass", [])) or new
+    if was.lower() != new.lower():
+        raise _Fail(
+            OBJECT_CLASS_MODS_PROHIBITED,
+            f"structural object class modification from '{was}' to '{new}' not allowed",
+        )
+    attrs["structuralObjectClass"] = [was.encode("utf-8")]
 
 
 def _schema_check(schema: SchemaLike, attrs: dict[str, list[bytes]]) -> None:
@@ -237,6 +291,25 @@ def _in_suffixes(ctx: ApplyContext, ndn: str) -> bool:
 def _check_served(ctx: ApplyContext, ndn: str) -> None:
     if not _in_suffixes(ctx, ndn):
         raise _Fail(UNWILLING, "no global superior knowledge")
+
+
+def _pretty(schema: SchemaLike, dn: DN) -> DN:
+    """slapd's stored ("pretty") form: schema names for types, the AVAs of a multi-valued RDN
+    sorted by that name; values as given."""
+    out = []
+    for rdn in dn:
+        avas = [(schema.canonical(t) or t, v) for t, v in rdn]
+        out.append(tuple(sorted(avas, key=lambda a: a[0]) if len(avas) > 1 else avas))
+    return tuple(out)
+
+
+def _under(txn: WriteTxn, schema: SchemaLike, rdn: DN, parent_ndn_: str, parent: DN) -> str:
+    """The stored DN of an entry named ``rdn`` below ``parent``: like back-mdb, the parent part
+    is the parent entry's stored DN when it exists (so ``OU=People`` reads ``ou=people``)."""
+    head = format_dn(_pretty(schema, rdn))
+    stored = txn.get_by_ndn(parent_ndn_) if parent_ndn_ else None
+    tail = stored.dn if stored is not None else format_dn(_pretty(schema, parent))
+    return head + ("," + tail if tail else "")
 
 
 def _matched(txn: WriteTxn, ndn: str) -> str:
@@ -306,6 +379,7 @@ def _add(txn: WriteTxn, cmd: AddCommand, ctx: ApplyContext) -> ApplyResult:
     is_suffix = ndn in ctx.suffixes or not parent_ndn(ndn)
     if not is_suffix and txn.id_for_ndn(parent_ndn(ndn)) is None:
         raise _Fail(NO_SUCH_OBJECT, "", _matched(txn, ndn))
+    _naming_not_operational(schema, (_canon(schema, typ) for typ, _ in dn[0]))
     # The RDN's values belong to the entry (slapd adds them when missing).
     for typ, value in dn[0]:
         canon = _canon(schema, typ)
@@ -328,9 +402,11 @@ def _add(txn: WriteTxn, cmd: AddCommand, ctx: ApplyContext) -> ApplyResult:
     attrs["createTimestamp"] = [when]
     attrs["modifiersName"] = [actor]
     attrs["modifyTimestamp"] = [when]
-    entry = Entry(txn.next_id(), cmd.dn, attrs)
+    entry = Entry(txn.next_id(), _under(txn, schema, dn[:1], parent_ndn(ndn), dn[1:]), attrs)
     txn.put_entry(entry)
-    return ApplyResult(SUCCESS, entry=entry)
+    work = GroupWork(txn, schema, cmd.time)
+    after_add(work, entry)
+    return _done(txn, work, ApplyResult(SUCCESS, entry=entry))
 
 
 def _increment(
@@ -360,6 +436,7 @@ def _modify(txn: WriteTxn, cmd: ModifyCommand, ctx: ApplyContext) -> ApplyResult
     _check_served(ctx, ndn)
     old = _load(txn, ndn)
     attrs = {k: list(v) for k, v in old.attrs.items()}
+    replaced: set[str] = set()
     for op, name, values in cmd.changes:
         canon = _canon(schema, name)
         if _no_user_mod(schema, canon):
@@ -398,6 +475,7 @@ def _modify(txn: WriteTxn, cmd: ModifyCommand, ctx: ApplyContext) -> ApplyResult
             else:
                 del attrs[canon]
         elif op == 2:
+            replaced.add(canon)
             if values:
                 attrs[canon] = list(values)
             else:
@@ -410,13 +488,16 @@ def _modify(txn: WriteTxn, cmd: ModifyCommand, ctx: ApplyContext) -> ApplyResult
             raise _Fail(PROTOCOL_ERROR, f"unknown modify operation {op}")
     if not attrs.get("objectClass"):
         raise _Fail(OBJECT_CLASS_VIOLATION, "no objectClass attribute")
+    _structural_unchanged(schema, old, attrs)
     _rdn_check(schema, dn[0], attrs)
     _schema_check(schema, attrs)
     _single_value_check(schema, attrs)
     _stamp(attrs, cmd.actor, cmd.time)
     new = Entry(old.id, old.dn, attrs)
     txn.put_entry(new, old)
-    return ApplyResult(SUCCESS, entry=new)
+    work = GroupWork(txn, schema, cmd.time)
+    after_modify(work, old, new, replaced)
+    return _done(txn, work, ApplyResult(SUCCESS, entry=new))
 
 
 def _delete(txn: WriteTxn, cmd: DeleteCommand, ctx: ApplyContext) -> ApplyResult:
@@ -426,7 +507,9 @@ def _delete(txn: WriteTxn, cmd: DeleteCommand, ctx: ApplyContext) -> ApplyResult
     if txn.has_children(entry.id):
         raise _Fail(NOT_ALLOWED_ON_NON_LEAF, "subordinate objects must be deleted first")
     txn.delete_entry(entry)
-    return ApplyResult(SUCCESS, entry=entry, old_dn=entry.dn)
+    work = GroupWork(txn, ctx.schema, cmd.time)
+    after_delete(work, entry, _validator(ctx.schema))
+    return _done(txn, work, ApplyResult(SUCCESS, entry=entry, old_dn=entry.dn))
 
 
 def _modify_dn(txn: WriteTxn, cmd: ModifyDNCommand, ctx: ApplyContext) -> ApplyResult:
@@ -441,11 +524,9 @@ def _modify_dn(txn: WriteTxn, cmd: ModifyDNCommand, ctx: ApplyContext) -> ApplyR
     stored_dn = parse_dn(old.dn)
     if cmd.new_superior is not None:
         sup_dn, sup_ndn = _parse(schema, cmd.new_superior, "invalid new superior DN")
-        parent_part = format_dn(sup_dn)
     else:
-        sup_ndn = parent_ndn(ndn)
-        parent_part = format_dn(stored_dn[1:])
-    new_dn_str = format_dn((new_rdn,)) + ("," + parent_part if parent_part else "")
+        sup_dn, sup_ndn = stored_dn[1:], parent_ndn(ndn)
+    new_dn_str = _under(txn, schema, (new_rdn,), sup_ndn, sup_dn)
     new_ndn = schema.normalize_dn(new_dn_str)
     if not _in_suffixes(ctx, new_ndn):
         raise _Fail(AFFECTS_MULTIPLE_DSAS, "cannot rename between DSAs")
@@ -466,6 +547,7 @@ def _modify_dn(txn: WriteTxn, cmd: ModifyDNCommand, ctx: ApplyContext) -> ApplyR
             new_pairs.append((canon, _norm(schema, canon, value.encode("utf-8"))))
         except Exception as exc:
             raise _Fail(INVALID_DN, "invalid new RDN") from exc
+    _naming_not_operational(schema, (c for c, _ in new_pairs))
     if cmd.delete_old_rdn:
         for typ, value in dn[0]:
             canon = schema.canonical(typ) or typ
@@ -473,8 +555,7 @@ def _modify_dn(txn: WriteTxn, cmd: ModifyDNCommand, ctx: ApplyContext) -> ApplyR
                 target = _norm(schema, canon, value.encode("utf-8"))
             except Exception:
                 continue
-            if (canon, target) in new_pairs:
-                continue
+            # Removed even when the new RDN repeats it: the new spelling replaces the old.
             vals = attrs.get(canon, [])
             kept = [v for v in vals if _norm(schema, canon, v) != target]
             if kept:
@@ -490,12 +571,17 @@ def _modify_dn(txn: WriteTxn, cmd: ModifyDNCommand, ctx: ApplyContext) -> ApplyR
     _stamp(attrs, cmd.actor, cmd.time)
     new = Entry(old.id, new_dn_str, attrs)
     txn.put_entry(new, old)
-    _rename_descendants(txn, old.id, len(stored_dn), new_dn_str)
-    return ApplyResult(SUCCESS, entry=new, old_dn=old.dn)
+    moved: list[Pair] = [(old, new)]
+    moved += _rename_descendants(txn, old.id, len(stored_dn), new_dn_str)
+    work = GroupWork(txn, schema, cmd.time)
+    after_rename(work, moved, _validator(schema))
+    return _done(txn, work, ApplyResult(SUCCESS, entry=new, old_dn=old.dn))
 
 
-def _rename_descendants(txn: WriteTxn, root: int, old_depth: int, new_dn: str) -> None:
-    """Rewrite every descendant's stored DN below a renamed entry (ids and links stay)."""
+def _rename_descendants(txn: WriteTxn, root: int, old_depth: int, new_dn: str) -> list[Pair]:
+    """Rewrite every descendant's stored DN below a renamed entry (ids and links stay);
+    returns the (old, new) pairs."""
+    out: list[Pair] = []
     stack = list(txn.children(root))
     while stack:
         eid = stack.pop()
@@ -506,7 +592,38 @@ def _rename_descendants(txn: WriteTxn, root: int, old_depth: int, new_dn: str) -
         own = parsed[: len(parsed) - old_depth]
         updated = Entry(child.id, format_dn(own) + "," + new_dn, child.attrs)
         txn.put_entry(updated, child, keep_parent=True)
+        out.append((child, updated))
         stack.extend(txn.children(eid))
+    return out
+
+
+def _validator(schema: SchemaLike) -> Callable[[dict[str, list[bytes]]], bool]:
+    """Whether attributes pass the schema check (refint leaves invalid results alone)."""
+
+    def valid(attrs: dict[str, list[bytes]]) -> bool:
+        try:
+            _schema_check(schema, attrs)
+        except _Fail:
+            return False
+        return True
+
+    return valid
+
+
+def _done(txn: WriteTxn, work: GroupWork, result: ApplyResult) -> ApplyResult:
+    """Attach the side effects, re-reading the main entry if group work changed it too."""
+    if not work.touched:
+        return result
+    main = None if result.entry is None else result.entry.id
+    for eid in work.touched:
+        current = txn.get(eid)
+        if current is None:
+            continue
+        if eid == main:
+            result.entry = current
+        else:
+            result.side_effects.append(current)
+    return result
 
 
 def apply(txn: WriteTxn, cmd: Command, ctx: ApplyContext) -> ApplyResult:

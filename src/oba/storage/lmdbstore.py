@@ -13,6 +13,7 @@ Rules:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +40,12 @@ def id_bytes(i: int) -> bytes:
 
 def bytes_id(b: bytes) -> int:
     return int.from_bytes(b, "big")
+
+
+def dn_key(ndn: str) -> bytes:
+    """The dn2id key of a normalised DN (LMDB keys are at most 511 bytes: long DNs hashed)."""
+    raw = ndn.encode("utf-8")
+    return raw if len(raw) <= 400 else ix.fit_key(raw)
 
 
 def parent_ndn(ndn: str) -> str:
@@ -79,7 +86,9 @@ class ReadTxn:
 
     # -- entries
     def id_for_ndn(self, ndn: str) -> int | None:
-        raw = self._txn.get(ndn.encode("utf-8"), db=self._store._dn2id)
+        if not ndn:
+            return None
+        raw = self._txn.get(dn_key(ndn), db=self._store._dn2id)
         return None if raw is None else bytes_id(raw)
 
     def get(self, eid: int) -> Entry | None:
@@ -168,9 +177,10 @@ class WriteTxn(ReadTxn):
         self._txn.put(b"applied_index", id_bytes(index), db=self._store._meta)
 
     def _parent_id(self, ndn: str) -> int:
-        if not ndn:
+        parent = parent_ndn(ndn) if ndn else ""
+        if not parent:  # a suffix entry with one RDN (o=example) hangs off the root
             return 0
-        pid = self.id_for_ndn(parent_ndn(ndn))
+        pid = self.id_for_ndn(parent)
         return 0 if pid is None else pid
 
     def put_entry(self, entry: Entry, old: Entry | None = None, keep_parent: bool = False) -> None:
@@ -182,14 +192,14 @@ class WriteTxn(ReadTxn):
         ndn = store.schema.normalize_dn(entry.dn)
         old_attrs: Mapping[str, list[bytes]] = {}
         if old is None:
-            self._txn.put(ndn.encode("utf-8"), key, db=store._dn2id)
+            self._txn.put(dn_key(ndn), key, db=store._dn2id)
             self._txn.put(id_bytes(self._parent_id(ndn)), key, db=store._children, dupdata=True)
         else:
             old_attrs = old.attrs
             old_ndn = store.schema.normalize_dn(old.dn)
             if old_ndn != ndn:
-                self._txn.delete(old_ndn.encode("utf-8"), db=store._dn2id)
-                self._txn.put(ndn.encode("utf-8"), key, db=store._dn2id)
+                self._txn.delete(dn_key(old_ndn), db=store._dn2id)
+                self._txn.put(dn_key(ndn), key, db=store._dn2id)
                 old_pid = self._parent_id(old_ndn)
                 new_pid = self._parent_id(ndn)
                 if not keep_parent and old_pid != new_pid:
@@ -210,13 +220,43 @@ class WriteTxn(ReadTxn):
         store = self._store
         key = id_bytes(entry.id)
         ndn = store.schema.normalize_dn(entry.dn)
-        self._txn.delete(ndn.encode("utf-8"), db=store._dn2id)
+        self._txn.delete(dn_key(ndn), db=store._dn2id)
         self._txn.delete(id_bytes(self._parent_id(ndn)), key, db=store._children)
         self._txn.delete(key, db=store._id2entry)
         for attr, kinds in store.index_config.items():
             db = store._idx[attr]
             for k in ix.keys_for_values(store.schema, attr, kinds, entry.attrs.get(attr, ())):
                 self._txn.delete(k, key, db=db)
+
+
+    # -- request ids (cluster mode: a retried command is recognised and not applied twice)
+    # Added for oba.cluster.raft_replicator: ``reqids`` (request id -> msgpack
+    # ``[index, code, matched_dn, message]``) and ``reqidx`` (index -> request id, for pruning).
+    def request_result(self, request_id: str) -> tuple[int, int, str, str] | None:
+        """(index, code, matched_dn, message) recorded for ``request_id``, or None."""
+        db = self._store.aux_db(b"reqids")
+        raw = self._txn.get(request_id.encode("utf-8"), db=db)
+        if raw is None:
+            return None
+        index, code, matched, message = msgpack.unpackb(raw, raw=False)
+        return int(index), int(code), str(matched), str(message)
+
+    def record_request(self, request_id: str, index: int, code: int, matched_dn: str,
+                       message: str) -> None:
+        key = request_id.encode("utf-8")
+        value = msgpack.packb([index, code, matched_dn, message], use_bin_type=True)
+        self._txn.put(key, value, db=self._store.aux_db(b"reqids"))
+        self._txn.put(id_bytes(index), key, db=self._store.aux_db(b"reqidx"))
+
+    def prune_requests(self, below_index: int, limit: int = 64) -> None:
+        """Forget at most ``limit`` request ids recorded at an index below ``below_index``."""
+        ids = self._store.aux_db(b"reqids")
+        cur = self._txn.cursor(db=self._store.aux_db(b"reqidx"))
+        n = 0
+        while n < limit and cur.first() and bytes_id(cur.key()) < below_index:
+            self._txn.delete(cur.value(), db=ids)
+            cur.delete()
+            n += 1
 
 
 class Store:
@@ -306,3 +346,28 @@ class Store:
 
     def close(self) -> None:
         self.env.close()
+
+    # -- added for cluster mode (oba.cluster / oba.raft.snapshot): auxiliary databases,
+    #    consistent copies and restore from a snapshot file
+    def aux_db(self, name: bytes) -> Any:
+        """A named database of this store opened on first use (from the writer thread)."""
+        cache: dict[bytes, Any] = vars(self).setdefault("_aux_dbs", {})
+        db = cache.get(name)
+        if db is None:
+            db = cache[name] = self.env.open_db(name)
+        return db
+
+    def copy_to(self, directory: str | Path) -> None:
+        """A consistent, compacted copy of the environment into an empty ``directory``
+        (call from the writer thread so that it reflects exactly the last commit)."""
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        self.env.copy(str(directory), compact=True)
+
+    def restore_from(self, data_file: str | Path) -> None:
+        """Replace the whole database by ``data_file`` (an LMDB ``data.mdb``, consumed):
+        close, rename atomically over ``data.mdb``, reopen. No transaction may be open."""
+        map_size = int(self.env.info()["map_size"])
+        self.env.close()
+        os.replace(data_file, self.path / "data.mdb")
+        vars(self).pop("_aux_dbs", None)
+        Store.__init__(self, self.path, self.schema, self.index_config, map_size)
