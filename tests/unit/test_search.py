@@ -181,7 +181,8 @@ def test_three_valued_logic_directly() -> None:
     )
     assert compile_filter(Equality("uidNumber", b"x5"), schema)(e) is None
     assert compile_filter(Equality("uidNumber", b"5"), schema)(e) is True
-    assert compare(e, "uidNumber", b"05", schema) is True
+    assert compare(e, "uidNumber", b"5", schema) is True
+    assert compare(e, "uidNumber", b"05", schema) is None  # leading zero: not an Integer
     assert compare(e, "uidNumber", b"6", schema) is False
     assert compare(e, "bogus", b"6", schema) is None
 

@@ -367,12 +367,13 @@ def _add(txn: WriteTxn, cmd: AddCommand, ctx: ApplyContext) -> ApplyResult:
     norms: dict[str, list[bytes]] = {}
     for name, values in cmd.attributes:
         canon = _canon(schema, name)
-        if _no_user_mod(schema, canon):
-            raise _Fail(CONSTRAINT_VIOLATION, f"{name}: no user modification allowed")
         if not values:
             raise _Fail(PROTOCOL_ERROR, f"{name}: no values for attribute type")
         merged = attrs.get(canon, []) + list(values)
+        # slapd validates value syntax before it refuses NO-USER-MODIFICATION attributes
         norms[canon] = _normalised(schema, name, canon, merged)
+        if _no_user_mod(schema, canon):
+            raise _Fail(CONSTRAINT_VIOLATION, f"{name}: no user modification allowed")
         attrs[canon] = merged
     if txn.id_for_ndn(ndn) is not None:
         raise _Fail(ALREADY_EXISTS)
@@ -409,12 +410,17 @@ def _add(txn: WriteTxn, cmd: AddCommand, ctx: ApplyContext) -> ApplyResult:
     return _done(txn, work, ApplyResult(SUCCESS, entry=entry))
 
 
-def _increment(
-    schema: SchemaLike, name: str, canon: str, current: list[bytes], values: tuple[bytes, ...]
-) -> list[bytes]:
+def _check_incrementable(schema: SchemaLike, name: str, canon: str) -> None:
+    """slapd refuses increment on a non-integer attribute before looking at the entry."""
     rule = schema.equality(canon)
     if rule is None or str(getattr(rule, "name", "")).lower() not in _INTEGER_RULES:
         raise _Fail(CONSTRAINT_VIOLATION, f"{name}: attribute syntax inappropriate for increment")
+
+
+def _increment(
+    schema: SchemaLike, name: str, canon: str, current: list[bytes], values: tuple[bytes, ...]
+) -> list[bytes]:
+    _check_incrementable(schema, name, canon)
     if len(values) != 1:
         raise _Fail(PROTOCOL_ERROR, f"modify/increment: {name}: requires exactly one value")
     try:
@@ -481,6 +487,7 @@ def _modify(txn: WriteTxn, cmd: ModifyCommand, ctx: ApplyContext) -> ApplyResult
             else:
                 attrs.pop(canon, None)
         elif op == 3:
+            _check_incrementable(schema, name, canon)
             if not current:
                 raise _Fail(NO_SUCH_ATTRIBUTE, f"modify/increment: {name}: no such attribute")
             attrs[canon] = _increment(schema, name, canon, current, values)

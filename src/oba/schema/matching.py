@@ -180,7 +180,8 @@ def _octets(value: bytes) -> bytes:
     return value
 
 
-_INTEGER = re.compile(rb"\s*([+-]?[0-9]+)\s*\Z")
+# RFC 4517 3.3.16: Integer = ( HYPHEN LDIGIT *DIGIT ) / number — no leading zeros, no "+"
+_INTEGER = re.compile(rb"\s*(0|-?[1-9][0-9]*)\s*\Z")
 
 
 def _integer(value: bytes) -> bytes:
