@@ -1,10 +1,102 @@
-"""Start/stop the REST API inside a running node. STUB — being implemented."""
+"""Start and stop the REST API inside a running node, on the node's own event loop.
+
+Rules for this module: uvicorn runs as tasks of the running loop (``loop="none"``, no lifespan,
+no second loop, no thread) and never touches signal handling or logging setup (the node owns
+both). ``start_rest`` returns once the listeners are bound (or raises ``OSError``) and gives
+back an async ``stop`` that asks uvicorn to exit, forcing it after ``STOP_GRACE`` seconds.
+HTTPS listens on ``rest.tlsAddress`` when it and ``server.tlsCert``/``tlsKey`` are set.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
+
+import uvicorn
+
+from oba.rest.app import create_app
+from oba.rest.state import RestState
+
+log = logging.getLogger("oba.rest")
+START_TIMEOUT = 10.0
+STOP_GRACE = 5.0
+
+
+class _InLoopServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield  # the node handles SIGINT/SIGTERM and stops us through ``stop``
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+def _level(config_level: str) -> str:
+    return "debug" if config_level == "debug" else "warning"
 
 
 async def start_rest(runtime: Any) -> Callable[[], Awaitable[None]]:
-    raise NotImplementedError("the REST API is not implemented yet")
+    node = runtime.node
+    cfg = node.config
+    rest = cfg.rest
+    secret = rest.jwtSecret.encode("utf-8") if rest.jwtSecret else secrets.token_bytes(32)
+    state = RestState(node=node, runtime=runtime, secret=secret)
+    app = create_app(state)
+    listeners: list[tuple[str, dict[str, Any]]] = [(rest.address, {})]
+    if rest.tlsAddress and cfg.server.tlsCert and cfg.server.tlsKey:
+        listeners.append((rest.tlsAddress, {"ssl_certfile": cfg.server.tlsCert,
+                                            "ssl_keyfile": cfg.server.tlsKey}))
+    servers: list[tuple[_InLoopServer, asyncio.Task[None]]] = []
+    try:
+        for address, extra in listeners:
+            host, port = split_address(address)
+            server = _InLoopServer(uvicorn.Config(
+                app, host=host, port=port, loop="none", lifespan="off", log_config=None,
+                log_level=_level(str(cfg.logging.level)), access_log=False,
+                proxy_headers=False, server_header=False, **extra))
+            task = asyncio.create_task(server.serve(), name=f"rest {address}")
+            servers.append((server, task))
+            await _wait_started(server, task, address)
+            scheme = "https" if extra else "http"
+            log.info("REST API listening on %s://%s:%d/api/v1", scheme, host, port)
+    except BaseException:
+        await _stop_all(servers)
+        raise
+
+    async def stop() -> None:
+        await _stop_all(servers)
+
+    return stop
+
+
+async def _wait_started(server: uvicorn.Server, task: asyncio.Task[None], address: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while not server.started:
+        if task.done():
+            exc = task.exception() if not task.cancelled() else None
+            raise OSError(f"the REST API cannot listen on {address} ({exc!r}); see the log")
+        if time.monotonic() > deadline:
+            raise OSError(f"the REST API did not start on {address} in {START_TIMEOUT:.0f}s")
+        await asyncio.sleep(0.01)
+
+
+async def _stop_all(servers: list[tuple[_InLoopServer, asyncio.Task[None]]]) -> None:
+    for server, _ in servers:
+        server.should_exit = True
+    for server, task in servers:
+        try:
+            await asyncio.wait_for(asyncio.shield(task), STOP_GRACE)
+        except TimeoutError:
+            server.force_exit = True
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(task, STOP_GRACE)
+        except BaseException as exc:  # a listener that failed to start: already reported
+            log.debug("REST listener ended with %r", exc)

@@ -1,0 +1,114 @@
+"""The FastAPI application: routers, middleware, the one error shape, the OpenAPI document.
+
+Rules for this module: ``create_app(state)`` builds a complete app; ``state`` may be None only
+to render the OpenAPI document (docs, tests). Every error leaves through one of the handlers
+here as ``{error, code, message, resultCode?}`` — unknown routes (404), wrong methods (405),
+request validation (422, FastAPI's own shape rewritten) and directory errors included; the
+OpenAPI document says so (its 422 responses use ``ErrorBody``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from oba import __version__
+from oba.config import RestConfig
+from oba.operations import OpError
+from oba.rest import middleware as mw
+from oba.rest import routes_admin, routes_cluster, routes_entries, routes_public
+from oba.rest.errors import STATUS_NAMES, ApiError, body, error_response, from_op_error
+from oba.rest.state import RestState
+
+DESCRIPTION = (
+    "Oba's directory over JSON. Authenticate with `Authorization: Bearer <token>` (from "
+    "`POST /api/v1/auth/bind`) or HTTP Basic with a bind DN and password. Every error is "
+    "`{error, code, message, resultCode?}`."
+)
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc)
+
+
+async def _op_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, OpError)
+    return error_response(from_op_error(exc))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    name = STATUS_NAMES.get(exc.status_code, "http_error")
+    detail = exc.detail if isinstance(exc.detail, str) else name.replace("_", " ")
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"no route {request.url.path}"
+    elif exc.status_code == 405:
+        detail = f"method {request.method} is not allowed on {request.url.path}"
+    return JSONResponse(body(exc.status_code, name, detail), status_code=exc.status_code,
+                        headers=getattr(exc, "headers", None))
+
+
+def _location(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc]
+    return ".".join(parts) or "request"
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = [f"{_location(err.get('loc', ()))}: {err.get('msg', 'invalid')}"
+                for err in exc.errors()[:20]]
+    return JSONResponse(body(422, "invalid_request", "; ".join(problems) or "invalid request"),
+                        status_code=422)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                         routes=app.routes)
+    ref = {"$ref": "#/components/schemas/ErrorBody"}
+    for item in schema.get("paths", {}).values():
+        for op in item.values():
+            resp = op.get("responses", {}).get("422")
+            if resp is not None:
+                resp["content"] = {"application/json": {"schema": ref}}
+                resp["description"] = "invalid_request"
+    comps = schema.get("components", {}).get("schemas", {})
+    comps.pop("HTTPValidationError", None)
+    comps.pop("ValidationError", None)
+    app.openapi_schema = schema
+    return schema
+
+
+def create_app(state: RestState | None) -> FastAPI:
+    app = FastAPI(title="Oba REST API", version=__version__, description=DESCRIPTION,
+                  openapi_url="/openapi.json", docs_url="/docs", redoc_url=None)
+    app.state.rest = state
+    for router in (routes_public.router, routes_entries.router, routes_admin.router,
+                   routes_cluster.router):
+        app.include_router(router)
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(OpError, _op_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+
+    def rest_config() -> RestConfig:
+        return state.node.config.rest if state is not None else RestConfig()
+
+    def count() -> None:
+        if state is not None:
+            state.requests += 1
+
+    # added innermost first: Guard ends up outermost
+    app.add_middleware(mw.RateLimit, config=rest_config)
+    app.add_middleware(mw.Cors, config=rest_config)
+    app.add_middleware(mw.RequestCounter, on_request=count)
+    app.add_middleware(mw.Guard)
+    return app

@@ -1,0 +1,120 @@
+"""Authentication of REST requests: HS256 bearer tokens or HTTP Basic ``dn:password``.
+
+Rules for this module: a token is a JWT ``{dn, iat, exp}`` signed with ``rest.jwtSecret`` (a
+random per-process key when empty); Basic credentials are checked by ``Operations.bind`` on
+every request. Either way the result is an ``operations.Identity`` that every directory call
+receives, so LDAP's access decisions apply unchanged. A token whose account has since been
+deleted or disabled is refused. Admin routes need the root DN.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import jwt
+from fastapi import Depends, Request, Security
+from fastapi.security import (
+    HTTPAuthorizationCredentials,
+    HTTPBasic,
+    HTTPBasicCredentials,
+    HTTPBearer,
+)
+
+from oba.operations import Identity, OpError
+from oba.rest.errors import ApiError, from_op_error
+from oba.rest.state import RestState, get_state
+
+ALGORITHM = "HS256"
+bearer_scheme = HTTPBearer(auto_error=False, description="JWT from POST /api/v1/auth/bind.")
+basic_scheme = HTTPBasic(auto_error=False, description="Bind DN and password.")
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="oba"'}
+
+
+def secret_for(config_secret: str) -> bytes | None:
+    return config_secret.encode("utf-8") if config_secret else None
+
+
+def issue_token(state: RestState, dn: str, now: float | None = None) -> tuple[str, int]:
+    issued = int(time.time() if now is None else now)
+    ttl = int(state.node.config.rest.tokenTTL.total_seconds())
+    expires = issued + max(ttl, 1)
+    token = jwt.encode({"dn": dn, "iat": issued, "exp": expires}, state.secret,
+                       algorithm=ALGORITHM)
+    return token, expires
+
+
+def _unauthorized(error: str, message: str) -> ApiError:
+    return ApiError(401, error, message, headers=_CHALLENGE)
+
+
+def identity_from_token(state: RestState, token: str) -> Identity:
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token, state.secret, algorithms=[ALGORITHM],
+            options={"require": ["dn", "iat", "exp"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise _unauthorized("token_expired", "the token has expired; bind again") from None
+    except jwt.InvalidTokenError:
+        raise _unauthorized("invalid_token", "the token is not valid") from None
+    dn = claims.get("dn")
+    if not isinstance(dn, str) or not dn:
+        raise _unauthorized("invalid_token", "the token names no DN")
+    ops = state.ops
+    try:
+        ndn = ops.normalize_dn(dn)
+    except OpError:
+        raise _unauthorized("invalid_token", "the token's DN is not valid") from None
+    node = state.node
+    if ndn != node.root_ndn:
+        with node.store.read() as txn:
+            entry = txn.get_by_ndn(ndn)
+        disabled = entry is not None and any(
+            v.upper() in (b"TRUE", b"1", b"YES") for v in entry.attrs.get("obaDisabled", ())
+        )
+        if entry is None or disabled:
+            raise _unauthorized("invalid_token", "the token's account no longer exists or is "
+                                "disabled")
+    return Identity(dn, ndn)
+
+
+async def identity_from_basic(state: RestState, creds: HTTPBasicCredentials) -> Identity:
+    if not creds.username or not creds.password:
+        raise _unauthorized("invalid_credentials", "Basic credentials need a DN and a password")
+    try:
+        who = await state.ops.bind(creds.username, creds.password.encode("utf-8"))
+    except OpError as exc:
+        if exc.code in (49, 53, 34):
+            raise _unauthorized("invalid_credentials", "invalid DN or password") from None
+        raise from_op_error(exc) from None
+    if who.anonymous:
+        raise _unauthorized("invalid_credentials", "invalid DN or password")
+    return who
+
+
+async def current_identity(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
+    basic: Annotated[HTTPBasicCredentials | None, Security(basic_scheme)],
+) -> Identity:
+    state = get_state(request)
+    if bearer is not None:
+        return identity_from_token(state, bearer.credentials)
+    if basic is not None:
+        return await identity_from_basic(state, basic)
+    raise _unauthorized("unauthorized", "authentication required: send a Bearer token or Basic "
+                        "credentials")
+
+
+async def admin_identity(
+    request: Request, who: Annotated[Identity, Depends(current_identity)]
+) -> Identity:
+    if not get_state(request).node.access.is_root(who.ndn):
+        raise ApiError(403, "forbidden", "administrator rights required (the root DN)")
+    return who
+
+
+Who = Annotated[Identity, Depends(current_identity)]
+Admin = Annotated[Identity, Depends(admin_identity)]
+State = Annotated[RestState, Depends(get_state)]
