@@ -11,6 +11,8 @@ own wire format. No socket, HTTP or BER code here.
 from __future__ import annotations
 
 import asyncio
+import secrets
+import string
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -39,6 +41,10 @@ from oba.server import rootdse
 from oba.server.node import SUBSCHEMA_NDN, Node
 
 Attributes = Sequence[tuple[str, Sequence[bytes]]]
+
+PASSWORD_ATTR = "userPassword"
+GENERATED_PASSWORD_LENGTH = 8  # slapd's length for a server-generated password
+_PASSWORD_ALPHABET = string.ascii_letters + string.digits
 
 
 class OpError(Exception):
@@ -176,6 +182,8 @@ class Operations:
             raise OpError(ResultCode.INSUFFICIENT_ACCESS_RIGHTS)
         if self.schema.equality(canon) is None:
             raise OpError(ResultCode.INAPPROPRIATE_MATCHING)
+        if not entry.attrs.get(canon):
+            raise OpError(ResultCode.NO_SUCH_ATTRIBUTE)
         try:
             res = compare_values(entry, canon, value, self.schema)
         except InvalidValue:
@@ -259,8 +267,13 @@ class Operations:
     async def add(self, who: Identity, dn: str, attributes: Attributes) -> ApplyResult:
         ndn = self.normalize_dn(dn)
         self._authorize_write(who, ndn, None)
-        attrs = tuple((name, tuple(values)) for name, values in attributes)
-        return await self.submit(AddCommand(dn, attrs, uuid.uuid4().hex, self._actor(who),
+        attrs: list[tuple[str, tuple[bytes, ...]]] = []
+        for name, values in attributes:
+            if self._is_password(name):
+                attrs.append((name, await self.hash_passwords(values)))
+            else:
+                attrs.append((name, tuple(values)))
+        return await self.submit(AddCommand(dn, tuple(attrs), uuid.uuid4().hex, self._actor(who),
                                             generalized_time(), str(uuid.uuid4())))
 
     async def modify(
@@ -272,6 +285,13 @@ class Operations:
             self.schema.canonical(attr.split(";", 1)[0]) or attr for _, attr, _ in change_list
         )
         self._authorize_write(who, ndn, touched)
+        if PASSWORD_ATTR in touched:
+            hashed: list[tuple[int, str, tuple[bytes, ...]]] = []
+            for op, attr, values in change_list:
+                if op in (MOD_ADD, MOD_REPLACE) and self._is_password(attr):
+                    values = await self.hash_passwords(values)
+                hashed.append((op, attr, values))
+            change_list = tuple(hashed)
         return await self.submit(ModifyCommand(dn, change_list, uuid.uuid4().hex,
                                                self._actor(who), generalized_time()))
 
@@ -290,6 +310,77 @@ class Operations:
         return await self.submit(ModifyDNCommand(dn, new_rdn, delete_old_rdn, new_superior,
                                                  uuid.uuid4().hex, self._actor(who),
                                                  generalized_time()))
+
+    # ------------------------------------------------------------------ passwords
+
+    def _is_password(self, attr: str) -> bool:
+        return self.schema.canonical(attr.split(";", 1)[0]) == PASSWORD_ATTR
+
+    @property
+    def password_scheme(self) -> str:
+        return str(self.node.config.security.passwordHash)
+
+    async def hash_passwords(self, values: Iterable[bytes]) -> tuple[bytes, ...]:
+        """Cleartext values hashed with ``security.passwordHash``; ``{SCHEME}`` values as given.
+
+        Hashing (Argon2 above all) is slow, so it runs in the default thread executor."""
+        values = tuple(values)
+        if all(passwords.is_hashed(v) for v in values):
+            return values
+        scheme = self.password_scheme
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            None,
+            lambda: tuple(v if passwords.is_hashed(v) else passwords.hash_password(v, scheme)
+                          for v in values),
+        )
+
+    async def _verify_any(self, password: bytes, stored: Sequence[bytes]) -> bool:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            None, lambda: any(passwords.verify(password, s) for s in stored))
+
+    async def password_modify(
+        self, who: Identity, user: str | None, old: bytes | None, new: bytes | None
+    ) -> bytes | None:
+        """RFC 3062 Password Modify; returns the generated password when ``new`` is None.
+
+        Result codes as slapd gives them: anonymous -> strongerAuthRequired (8); no such user
+        (the root DN included, it has no entry) -> noSuchObject (32); another user's password
+        without the right -> insufficientAccessRights (50); a wrong or unverifiable old
+        password -> unwillingToPerform (53)."""
+        if who.anonymous:
+            raise OpError(ResultCode.STRONGER_AUTH_REQUIRED,
+                          "only authenticated users may change passwords")
+        if user:
+            dn = user[3:] if user[:3].lower() == "dn:" else user
+        else:
+            dn = who.dn
+        ndn = self.normalize_dn(dn)
+        with self.node.store.read() as txn:
+            entry = txn.get_by_ndn(ndn)
+            if entry is None:  # slapd reports no matchedDN here
+                raise OpError(ResultCode.NO_SUCH_OBJECT)
+        self._authorize_write(who, ndn, frozenset({PASSWORD_ATTR}))
+        if old is not None:
+            stored = list(entry.attrs.get(PASSWORD_ATTR, ()))
+            if not stored or not await self._verify_any(old, stored):
+                raise OpError(ResultCode.UNWILLING_TO_PERFORM, "unwilling to verify old password")
+        generated: bytes | None = None
+        if new is None:
+            generated = "".join(secrets.choice(_PASSWORD_ALPHABET)
+                                for _ in range(GENERATED_PASSWORD_LENGTH)).encode()
+            new = generated
+        if not new:
+            raise OpError(ResultCode.UNWILLING_TO_PERFORM, "new password is empty")
+        hashed = await self.hash_passwords([new])
+        change = ((MOD_REPLACE, PASSWORD_ATTR, hashed),)
+        await self.submit(ModifyCommand(entry.dn, change, uuid.uuid4().hex, self._actor(who),
+                                        generalized_time()))
+        return generated
+
+
+MOD_ADD, MOD_DELETE, MOD_REPLACE = 0, 1, 2
 
 
 def protected_in(flt: Filter) -> frozenset[str] | None:

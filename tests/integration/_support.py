@@ -93,6 +93,7 @@ def _slapd_conf(db_dir: Path) -> str:
         "moduleload back_mdb",
         "moduleload pw-sha2",
         "moduleload argon2",
+        "moduleload sssvlv",
         f"pidfile {db_dir.parent / 'slapd.pid'}",
         "sizelimit 500",
         "database mdb",
@@ -101,6 +102,7 @@ def _slapd_conf(db_dir: Path) -> str:
         f"rootpw {ROOT_PW}",
         f"directory {db_dir}",
         "maxsize 104857600",
+        "overlay sssvlv",
         "access to attrs=userPassword by self write by anonymous auth by * none",
         "access to * by * read",
     ]

@@ -11,13 +11,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Iterator
+from itertools import islice
 from typing import Any
 
 from oba.directory.entry import Entry
+from oba.directory.evaluate import compile_filter
 from oba.operations import ANONYMOUS, Identity, Operations, OpError
 from oba.protocol import codec
 from oba.protocol.codec import LDAPDecoder, ProtocolError, encode_message
+from oba.protocol.controls import (
+    OID_MANAGE_DSA_IT,
+    OID_PAGED_RESULTS,
+    OID_PERSISTENT_SEARCH,
+    OID_SORT_REQUEST,
+    OID_SORT_RESPONSE,
+    ControlError,
+    PagedResults,
+    PersistentSearch,
+    SortRequest,
+    SortResponse,
+)
 from oba.protocol.messages import (
     AbandonRequest,
     AddRequest,
@@ -40,19 +54,30 @@ from oba.protocol.messages import (
     ProtocolOp,
     SearchRequest,
     SearchResultDone,
+    SearchResultEntry,
     UnbindRequest,
 )
 from oba.protocol.resultcodes import ResultCode
+from oba.server import extended
 from oba.server.node import Node
+from oba.server.paging import CookieJar, PageState, PagingError
+from oba.server.psearch import PersistentSearchJob
+from oba.server.sorting import ResolvedKey, SortError, check_keys, sort_entries
 
 log = logging.getLogger("oba.ldap")
 
 NOTICE_OF_DISCONNECTION = "1.3.6.1.4.1.1466.20036"
 WHOAMI_OID = "1.3.6.1.4.1.4203.1.11.3"
-MANAGE_DSA_IT_OID = "2.16.840.1.113730.3.4.2"
+MANAGE_DSA_IT_OID = OID_MANAGE_DSA_IT
 
-# Controls this server understands on any operation (others: see _check_controls).
+# Controls this server understands on any operation; a critical control not listed for the
+# operation is refused with unavailableCriticalExtension, a non-critical one is ignored.
 KNOWN_CONTROLS = frozenset({MANAGE_DSA_IT_OID})
+SEARCH_CONTROLS = KNOWN_CONTROLS | {OID_PAGED_RESULTS, OID_SORT_REQUEST, OID_PERSISTENT_SEARCH}
+
+# A search answers this many entries at once on the loop; a larger result continues in a task
+# that yields to the loop every CHUNK entries and waits while the transport is paused.
+CHUNK = 256
 
 _RESPONSE: dict[type, type] = {
     SearchRequest: SearchResultDone,
@@ -76,6 +101,9 @@ class LDAPConnection(asyncio.Protocol):
         self.peer = "?"
         self.closed = False
         self.pending: dict[int, asyncio.Task[None]] = {}
+        self.cookies = CookieJar()
+        self._writable = asyncio.Event()
+        self._writable.set()
 
     @property
     def bind_dn(self) -> str:
@@ -106,6 +134,19 @@ class LDAPConnection(asyncio.Protocol):
             # a write already submitted still completes in the writer; only the answer is lost
             task.cancel()
         self.pending.clear()
+        self.cookies.clear()
+        self._writable.set()
+
+    def pause_writing(self) -> None:
+        """The transport's write buffer is above its high-water mark: stop producing."""
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    async def wait_writable(self) -> None:
+        if not self._writable.is_set():
+            await self._writable.wait()
 
     def data_received(self, data: bytes) -> None:
         self.decoder.feed(data)
@@ -153,6 +194,7 @@ class LDAPConnection(asyncio.Protocol):
         self.close()
 
     def close(self) -> None:
+        self.cookies.clear()
         if self.transport is not None and not self.closed:
             self.closed = True
             self.node.stats.connections -= 1
@@ -174,7 +216,8 @@ class LDAPConnection(asyncio.Protocol):
             if task is not None:
                 task.cancel()
             return
-        bad = self._unsupported_critical(msg.controls)
+        bad = self._unsupported_critical(
+            msg.controls, SEARCH_CONTROLS if isinstance(op, SearchRequest) else KNOWN_CONTROLS)
         if bad is not None:
             self.answer(mid, op, ResultCode.UNAVAILABLE_CRITICAL_EXTENSION,
                         f"critical control {bad} is not supported")
@@ -205,9 +248,11 @@ class LDAPConnection(asyncio.Protocol):
         except OpError as err:
             self.answer_error(mid, op, err)
 
-    def _unsupported_critical(self, controls: Iterable[Control]) -> str | None:
+    def _unsupported_critical(
+        self, controls: Iterable[Control], known: frozenset[str] = KNOWN_CONTROLS
+    ) -> str | None:
         for c in controls:
-            if c.critical and c.oid not in KNOWN_CONTROLS:
+            if c.critical and c.oid not in known:
                 return c.oid
         return None
 
@@ -265,27 +310,222 @@ class LDAPConnection(asyncio.Protocol):
     # ------------------------------------------------------------------ search
 
     def handle_search(self, mid: int, op: SearchRequest, controls: tuple[Control, ...]) -> None:
+        try:
+            paged, sort, psearch = _search_controls(controls)
+        except ControlError as exc:
+            self.answer(mid, op, ResultCode.PROTOCOL_ERROR, str(exc))
+            return
         selector = AttributeSelector(self, op.attributes, op.types_only)
+        if psearch is not None:
+            self.ops.normalize_dn(op.base)  # a bad base fails the request at once
+            job = PersistentSearchJob(self, mid, op, psearch, selector)
+            self._track(mid, job.start())
+            return
+        if paged is not None or sort is not None:
+            keys: tuple[ResolvedKey, ...] | None = None
+            if sort is not None:
+                try:
+                    keys = check_keys(self.node.schema, sort.keys)
+                except SortError as exc:
+                    self.answer(mid, op, exc.code, exc.message)
+                    return
+            self._track(mid, asyncio.ensure_future(self._result_set(mid, op, selector, paged,
+                                                                    keys)))
+            return
         entries = self.ops.search(self.identity, op.base, op.scope, op.filter,
                                   op.size_limit, op.time_limit)
         try:
-            with self.node.store.read() as txn:
-                for entry in entries:
-                    self.send(selector.encode(mid, entry, txn))
+            if self._send_chunk(mid, selector, entries) < CHUNK:
+                self.answer(mid, op, ResultCode.SUCCESS)
+                return
         except OpError as err:
             self.answer_error(mid, op, err)
             return
-        self.answer(mid, op, ResultCode.SUCCESS)
+        # a large result: the rest goes out from a task that lets other connections run
+
+        async def rest() -> None:
+            try:
+                await self.stream_entries(mid, op, selector, entries)
+            except OpError as err:
+                self.answer_error(mid, op, err)
+                return
+            self.answer(mid, op, ResultCode.SUCCESS)
+
+        self._track(mid, asyncio.ensure_future(rest()))
+
+    def _send_chunk(self, mid: int, selector: AttributeSelector, entries: Iterator[Entry]) -> int:
+        sent = 0
+        with self.node.store.read() as txn:
+            for entry in islice(entries, CHUNK):
+                self.send(selector.encode(mid, entry, txn))
+                sent += 1
+        return sent
+
+    async def stream_entries(self, mid: int, op: SearchRequest, selector: AttributeSelector,
+                             entries: Iterator[Entry] | None = None) -> None:
+        """Send every entry of the search, CHUNK at a time, yielding to the loop in between and
+        waiting while the transport is paused. Raises OpError (limits, bad base)."""
+        if entries is None:
+            entries = self.ops.search(self.identity, op.base, op.scope, op.filter,
+                                      op.size_limit, op.time_limit)
+        try:
+            while True:
+                await asyncio.sleep(0)
+                await self.wait_writable()
+                if self._send_chunk(mid, selector, entries) < CHUNK:
+                    return
+        finally:
+            close = getattr(entries, "close", None)
+            if close is not None:
+                close()
+
+    async def _collect(self, op: SearchRequest) -> list[Entry]:
+        entries = self.ops.search(self.identity, op.base, op.scope, op.filter, 0, op.time_limit)
+        out: list[Entry] = []
+        try:
+            while True:
+                chunk = list(islice(entries, CHUNK))
+                out.extend(chunk)
+                if len(chunk) < CHUNK:
+                    return out
+                await asyncio.sleep(0)
+        finally:
+            close = getattr(entries, "close", None)
+            if close is not None:
+                close()
+
+    async def _result_set(self, mid: int, op: SearchRequest, selector: AttributeSelector,
+                          paged: PagedResults | None, keys: tuple[ResolvedKey, ...] | None) -> None:
+        """A search with paging and/or sorting: the whole result is computed (and sorted)
+        first; a page is then cut from it, the rest kept behind a cookie."""
+        done: list[Control] = []
+        if keys is not None:
+            done.append(Control(OID_SORT_RESPONSE, False, SortResponse(0).encode()))
+        request_key = (op.base, int(op.scope), int(op.deref), op.size_limit, op.time_limit,
+                       op.types_only, op.filter, op.attributes, keys, self.identity.ndn)
+        try:
+            if paged is not None and paged.cookie:
+                state = self.cookies.take(paged.cookie, request_key)
+                if paged.size == 0:  # the client abandons the paged search
+                    self.answer(mid, op, ResultCode.SUCCESS, controls=(*done, _paged(b"")))
+                    return
+                await self._send_page(mid, op, selector, paged.size, state, done,
+                                      from_ids=True)
+                return
+            if paged is not None and paged.size == 0:  # nothing asked for, nothing kept
+                self.answer(mid, op, ResultCode.SUCCESS, controls=(*done, _paged(b"")))
+                return
+            entries = await self._collect(op)
+            if keys is not None:
+                entries = sort_entries(entries, keys)
+            if paged is None:
+                await self._send_all(mid, op, selector, entries, op.size_limit, done)
+                return
+            state = PageState(request_key, tuple(e.id for e in entries), 0)
+            await self._send_page(mid, op, selector, paged.size, state, done, from_ids=False,
+                                  first=entries)
+        except PagingError as exc:
+            self.answer(mid, op, exc.code, exc.message)
+        except OpError as err:
+            self.answer_error(mid, op, err)
+
+    async def _send_all(self, mid: int, op: SearchRequest, selector: AttributeSelector,
+                        entries: list[Entry], size_limit: int, done: list[Control]) -> None:
+        for start in range(0, len(entries), CHUNK):
+            if size_limit and start >= size_limit:
+                break
+            if start:
+                await asyncio.sleep(0)
+            await self.wait_writable()
+            stop = start + CHUNK if not size_limit else min(start + CHUNK, size_limit)
+            with self.node.store.read() as txn:
+                for entry in entries[start:stop]:
+                    self.send(selector.encode(mid, entry, txn))
+        if size_limit and len(entries) > size_limit:
+            self.answer(mid, op, ResultCode.SIZE_LIMIT_EXCEEDED, controls=tuple(done))
+            return
+        self.answer(mid, op, ResultCode.SUCCESS, controls=tuple(done))
+
+    async def _send_page(self, mid: int, op: SearchRequest, selector: AttributeSelector,
+                         size: int, state: PageState, done: list[Control], from_ids: bool,
+                         first: list[Entry] | None = None) -> None:
+        """Send up to ``size`` entries of ``state`` (the client size limit counts the whole
+        paged search, as in slapd), then the final result with the next cookie."""
+        allowed = size
+        if op.size_limit:
+            allowed = min(allowed, max(op.size_limit - state.sent, 0))
+        matcher = compile_filter(op.filter, self.node.schema) if from_ids else None
+        remaining = list(state.remaining)
+        sent = 0
+        pos = 0
+        while sent < allowed and pos < len(remaining):
+            await self.wait_writable()
+            with self.node.store.read() as txn:
+                batch_end = min(pos + CHUNK, len(remaining))
+                while sent < allowed and pos < batch_end:
+                    if from_ids:
+                        stored = txn.get(remaining[pos])
+                        entry = None if stored is None else self.ops.visible(self.identity, stored)
+                        if entry is not None and matcher is not None and matcher(entry) is not True:
+                            entry = None
+                    else:
+                        assert first is not None
+                        entry = first[pos]
+                    pos += 1
+                    if entry is not None:
+                        self.send(selector.encode(mid, entry, txn))
+                        sent += 1
+            if pos < len(remaining):
+                await asyncio.sleep(0)
+        rest = tuple(remaining[pos:])
+        total = state.sent + sent
+        if rest and op.size_limit and total >= op.size_limit:
+            self.answer(mid, op, ResultCode.SIZE_LIMIT_EXCEEDED, controls=tuple(done))
+            return
+        cookie = self.cookies.issue(PageState(state.request_key, rest, total)) if rest else b""
+        self.answer(mid, op, ResultCode.SUCCESS, controls=(*done, _paged(cookie)))
 
     # ------------------------------------------------------------------ extended
 
     def handle_extended(self, mid: int, op: ExtendedRequest) -> None:
-        if op.name == WHOAMI_OID:
-            authz = f"dn:{self.bind_dn}" if self.bind_dn else ""
-            self.reply(mid, ExtendedResponse(LDAPResult(ResultCode.SUCCESS),
-                                             value=authz.encode()))
+        handler = extended.HANDLERS.get(op.name)
+        if handler is None:
+            self.answer(mid, op, ResultCode.PROTOCOL_ERROR, f"{op.name} not supported")
             return
-        self.answer(mid, op, ResultCode.PROTOCOL_ERROR, f"{op.name} not supported")
+        identity = self.identity
+
+        async def run() -> None:
+            try:
+                res = await handler(self.ops, identity, op.value)
+            except OpError as err:
+                self.answer_error(mid, op, err)
+                return
+            self.node.stats.results[int(ResultCode.SUCCESS)] += 1
+            self.reply(mid, ExtendedResponse(LDAPResult(ResultCode.SUCCESS), name=res.name,
+                                             value=res.value))
+
+        self._track(mid, asyncio.ensure_future(run()))
+
+
+def _paged(cookie: bytes) -> Control:
+    return Control(OID_PAGED_RESULTS, False, PagedResults(0, cookie).encode())
+
+
+def _search_controls(
+    controls: Iterable[Control],
+) -> tuple[PagedResults | None, SortRequest | None, PersistentSearch | None]:
+    """The search controls this server acts on, decoded (raises ControlError)."""
+    paged: PagedResults | None = None
+    sort: SortRequest | None = None
+    psearch: PersistentSearch | None = None
+    for c in controls:
+        if c.oid == OID_PAGED_RESULTS:
+            paged = PagedResults.decode(c.value)
+        elif c.oid == OID_SORT_REQUEST:
+            sort = SortRequest.decode(c.value)
+        elif c.oid == OID_PERSISTENT_SEARCH:
+            psearch = PersistentSearch.decode(c.value)
+    return paged, sort, psearch
 
 
 class AttributeSelector:
@@ -317,7 +557,8 @@ class AttributeSelector:
             return self.all_oper
         return self.all_user
 
-    def encode(self, mid: int, entry: Entry, txn: Any) -> bytes:
+    def encode(self, mid: int, entry: Entry, txn: Any,
+               controls: tuple[Control, ...] = ()) -> bytes:
         types_only = self.types_only
         out: list[tuple[str, list[bytes]]] = [
             (attr, [] if types_only else values)
@@ -328,6 +569,9 @@ class AttributeSelector:
             for attr, values in self._computed(entry, txn):
                 if self.all_oper or attr in self.named:
                     out.append((attr, [] if types_only else values))
+        if controls:
+            attrs = tuple((a, tuple(v)) for a, v in out)
+            return encode_message(LDAPMessage(mid, SearchResultEntry(entry.dn, attrs), controls))
         return codec.encode_search_entry(mid, entry.dn, out)
 
     def _computed(self, entry: Entry, txn: Any) -> list[tuple[str, list[bytes]]]:

@@ -11,9 +11,17 @@ from oba.directory.entry import Entry
 from oba.server.node import SUBSCHEMA_DN, Node
 
 SUPPORTED_CONTROLS = (
-    "2.16.840.1.113730.3.4.2",  # ManageDsaIT
+    "2.16.840.1.113730.3.4.2",  # ManageDsaIT (RFC 3296)
+    "1.2.840.113556.1.4.319",  # Simple Paged Results (RFC 2696)
+    "1.2.840.113556.1.4.473",  # Server-Side Sort request (RFC 2891)
+    "1.2.840.113556.1.4.474",  # Server-Side Sort response (RFC 2891)
+    "2.16.840.1.113730.3.4.3",  # Persistent Search (draft-ietf-ldapext-psearch)
+    "2.16.840.1.113730.3.4.7",  # Entry Change Notification (draft-ietf-ldapext-psearch)
 )
+# Kept equal to oba.server.extended.HANDLERS (checked by the tests; not imported here to keep
+# operations -> rootdse free of a cycle).
 SUPPORTED_EXTENSIONS = (
+    "1.3.6.1.4.1.4203.1.11.1",  # Password Modify (RFC 3062)
     "1.3.6.1.4.1.4203.1.11.3",  # Who am I? (RFC 4532)
 )
 SUPPORTED_FEATURES = (
