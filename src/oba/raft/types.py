@@ -24,10 +24,31 @@ The core API (``oba.raft.core.RaftCore``):
     .status() -> Status
     .apply_conf_change(cc: ConfChange) -> None   # called by the runtime when a committed
                                                  # EntryType.CONF_CHANGE entry is applied
+
+Additions made while implementing the core (all optional / additive):
+
+    RaftCore(..., applied: int | None = None)   # what the state machine already holds
+                                                # (default: snapshot index); Ready.committed
+                                                # then starts at applied + 1
+    .read_index(ctx, forward: bool = False)     # forward=True on a follower that knows the
+                                                # leader sends READ_INDEX; the ReadState comes
+                                                # back in a later Ready of this node
+    .propose_conf_change(cc) -> int | None      # leader; None if another is still unapplied
+    .propose_many(datas: list[bytes]) -> list[int] | None  # leader: one batch, fewer messages
+    encode_conf_change(cc) -> bytes / decode_conf_change(data) -> ConfChange
+
+Order of work for one Ready: install ``snapshot`` (discard the whole log, load the data that
+arrived with the SNAP), persist ``hard_state`` and ``entries``, fsync, send ``messages``, apply
+``committed``, serve ``read_states``, then ``advance``. Do not call ``ready()`` again before
+``advance``; ``step``/``tick`` in between are fine. When sending a SNAP message, stream the
+snapshot named by ``msg.snapshot`` (``compact`` rewrites not-yet-handed-out SNAP messages to the
+newest snapshot); report the outcome with a local SNAP_STATUS message (``frm`` = the follower,
+``reject`` = failed). Voters at construction come from ``CoreConfig.voters``.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -94,6 +115,21 @@ class ConfChange:
     op: str  # "add" | "remove"
     node_id: int
     addr: str = ""
+
+
+def encode_conf_change(cc: ConfChange) -> bytes:
+    """The data of an EntryType.CONF_CHANGE entry (JSON: small, stable, no pickle)."""
+    return json.dumps({"op": cc.op, "id": cc.node_id, "addr": cc.addr},
+                      separators=(",", ":")).encode()
+
+
+def decode_conf_change(data: bytes) -> ConfChange:
+    """Inverse of ``encode_conf_change``; raises ValueError/KeyError/TypeError if malformed."""
+    d = json.loads(data)
+    op = str(d["op"])
+    if op not in ("add", "remove"):
+        raise ValueError(f"bad conf change op {op!r}")
+    return ConfChange(op, int(d["id"]), str(d.get("addr", "")))
 
 
 @dataclass(frozen=True, slots=True)
