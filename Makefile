@@ -28,3 +28,11 @@ test: lint
 clean:
 	rm -rf data build dist .pytest_cache .mypy_cache .ruff_cache
 	find . -name __pycache__ -type d -not -path './$(VENV)/*' -prune -exec rm -rf {} +
+
+# A local 3-node cluster (LDAP 1389/2389/3389, Raft 4445-4447, REST 8081-8083) in ./cluster-data
+.PHONY: cluster cluster-stop
+cluster: install
+	$(BIN)/oba cluster local --nodes 3 --data ./cluster-data
+
+cluster-stop:
+	$(BIN)/oba cluster stop --data ./cluster-data

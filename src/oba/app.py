@@ -18,11 +18,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lmdb
 
 from oba import __version__
-from oba.cluster.replicator import LocalReplicator
+from oba.cluster.replicator import LocalReplicator, Replicator
 from oba.config import Config
 from oba.directory.access import AccessPolicy
 from oba.directory.apply import ApplyContext
@@ -35,6 +36,9 @@ from oba.schema import Schema, SchemaError, default_schema_files
 from oba.server.listener import LDAPListener
 from oba.server.node import Node
 from oba.storage import DEFAULT_INDEXES, Store
+
+if TYPE_CHECKING:  # cluster mode
+    from oba.cluster.runtime import ClusterRuntime
 
 log = logging.getLogger("oba")
 
@@ -87,9 +91,12 @@ def _index_config(config: Config) -> dict[str, set[str]]:
 class NodeRuntime:
     """One running node (standalone)."""
 
-    def __init__(self, config: Config, example_data: bool = False) -> None:
+    def __init__(self, config: Config, example_data: bool = False,
+                 config_path: str | None = None) -> None:
         self.config = config
         self.example_data = example_data
+        # the file the config came from (REST config/reload and config/save use it)
+        self.config_path = str(Path(config_path).resolve()) if config_path else None
         extra = config.directory.schemaFiles
         self.schema = (
             Schema.load([*default_schema_files(), *extra]) if extra else Schema.default()
@@ -103,12 +110,23 @@ class NodeRuntime:
         root_dn = config.directory.rootDN
         self.root_ndn = self.schema.normalize_dn(root_dn) if root_dn else ""
         self.apply_ctx = ApplyContext(self.schema, (self.base_ndn,) if self.base_ndn else ())
-        self.replicator = LocalReplicator(self.store, self.apply_ctx)
+        # --- cluster mode (oba.cluster.runtime); the standalone path is unchanged ---
+        self.cluster: ClusterRuntime | None = None
+        self.replicator: Replicator
+        if config.cluster.enabled:
+            from oba.cluster.runtime import ClusterRuntime
+
+            self.cluster = ClusterRuntime(config, self.store, self.apply_ctx)
+            self.replicator = self.cluster.replicator
+        else:
+            self.replicator = LocalReplicator(self.store, self.apply_ctx)
+        # --- end cluster mode ---
         self.node = Node(
             config=config, schema=self.schema, store=self.store, replicator=self.replicator,
             access=AccessPolicy(self.root_ndn), base_dn=base_dn, base_ndn=self.base_ndn,
             root_dn=root_dn, root_ndn=self.root_ndn,
             root_password=(config.directory.rootPassword or "").encode(),
+            cluster=self.cluster,
         )
         self.ldap = LDAPListener(self.node)
         self.stopping = asyncio.Event()
@@ -164,7 +182,10 @@ class NodeRuntime:
         self.replicator.start()
         pid_file = self.config.server.pidFile
         try:
-            await self.bootstrap()
+            if self.cluster is not None:  # cluster mode: the leader bootstraps, once
+                await self.cluster.start(self.bootstrap)
+            else:
+                await self.bootstrap()
             host, port = await self.ldap.start(self.config.server.address)
             await self.start_rest()
             if pid_file:
@@ -185,6 +206,8 @@ class NodeRuntime:
             for stop in reversed(self.stoppers):
                 await stop()
             await self.ldap.stop()
+            if self.cluster is not None:  # cluster mode
+                await self.cluster.stop()
             await self.replicator.stop()
             self.store.close()
             if pid_file:
@@ -210,7 +233,7 @@ def _base_entry_attributes(rdn_attr: str, rdn_value: str) -> Attrs:
     return (("objectClass", (b"top", b"extensibleObject")), (rdn_attr, (v,)))
 
 
-def serve(config: Config, example_data: bool = False) -> int:
+def serve(config: Config, example_data: bool = False, config_path: str | None = None) -> int:
     """Run one node until SIGINT/SIGTERM; returns the process exit code."""
     setup_logging(config)
     try:
@@ -221,7 +244,7 @@ def serve(config: Config, example_data: bool = False) -> int:
         pass
 
     async def main() -> int:
-        runtime = NodeRuntime(config, example_data=example_data)
+        runtime = NodeRuntime(config, example_data=example_data, config_path=config_path)
         return await runtime.run()
 
     try:

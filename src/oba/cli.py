@@ -115,7 +115,7 @@ def serve(
     server_module = importlib.import_module("oba.app")
     run = cast(Callable[..., int], server_module.serve)
     try:
-        code = run(cfg, example_data=example_data) if example_data else run(cfg)
+        code = run(cfg, example_data=example_data, config_path=config)
     except OSError as exc:
         _err.print(f"error: {exc}", markup=False)
         raise typer.Exit(code=1) from None
@@ -170,6 +170,57 @@ def version(
     typer.echo(f"oba {__version__}")
     typer.echo(f"python {platform.python_version()} ({platform.python_implementation()})")
     typer.echo(f"platform {sys.platform}/{platform.machine()}")
+
+
+# --------------------------------------------------------------------------- cluster
+cluster_app = typer.Typer(
+    help="Run and inspect a local Raft cluster (see oba.cluster.local).",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(cluster_app, name="cluster")
+
+DataOption = Annotated[
+    str, typer.Option("--data", help="Directory holding nodeN/ (config, data, logs, pid).")
+]
+
+
+@cluster_app.command("local")
+def cluster_local(
+    nodes: Annotated[int, typer.Option("--nodes", min=1, max=9, help="Number of nodes.")] = 3,
+    data: DataOption = "./cluster-data",
+) -> None:
+    """Start N nodes on 127.0.0.1 (LDAP 1389/2389/3389, Raft 4445-4447, REST 8081-8083)."""
+    from pathlib import Path
+
+    from oba.cluster import local
+
+    sts = local.start(Path(data), nodes)
+    typer.echo(local.format_status(sts))
+    if not any(s.get("state") == "leader" for s in sts):
+        _err.print("no leader elected yet; see <data>/nodeN/oba.log")
+        raise typer.Exit(1)
+
+
+@cluster_app.command("status")
+def cluster_status(data: DataOption = "./cluster-data") -> None:
+    """Print the state of each local node."""
+    from pathlib import Path
+
+    from oba.cluster import local
+
+    typer.echo(local.format_status(local.status(Path(data))))
+
+
+@cluster_app.command("stop")
+def cluster_stop(data: DataOption = "./cluster-data") -> None:
+    """Stop the local nodes by the PIDs in their pid files."""
+    from pathlib import Path
+
+    from oba.cluster import local
+
+    for line in local.stop(Path(data)) or ["no node running"]:
+        typer.echo(line)
 
 
 def main() -> None:

@@ -157,7 +157,7 @@ def fake_app(monkeypatch: pytest.MonkeyPatch) -> list[Config]:
     module = types.ModuleType("oba.app")
     module.examples = examples  # type: ignore[attr-defined]
 
-    def serve(config: Config, example_data: bool = False) -> int:
+    def serve(config: Config, example_data: bool = False, config_path: str | None = None) -> int:
         seen.append(config)
         examples.append(example_data)
         return 0

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from oba.directory.apply import ApplyContext, ApplyResult, apply
 from oba.directory.commands import Command
@@ -132,27 +132,17 @@ class LocalReplicator:
                 return
 
     def _commit_batch(self, batch: list[tuple[Command, Future[ApplyResult]]]) -> None:
-        try:
-            done = self._apply_all(batch)
-        except Exception:
-            log.exception("batch of %d commands failed; retrying one by one", len(batch))
-            done = []
-            for one in batch:
-                try:
-                    done.extend(self._apply_all([one]))
-                except Exception as exc:  # a bug in apply: answer, never hang the caller
-                    log.exception("command failed: %r", one[0])
-                    err = ApplyResult(int(ResultCode.OTHER), message=f"internal error: {exc}")
-                    one[1].set_result(err)
+        def failed(one: tuple[Command, Future[ApplyResult]], exc: Exception
+                   ) -> list[tuple[Change, Future[ApplyResult]]]:
+            one[1].set_result(internal_error(exc))
+            return []
+
+        done = commit_with_fallback(batch, self._apply_all, failed)
         self.commits += 1
         for change, fut in done:
             fut.set_result(change.result)
             if change.result.code == ResultCode.SUCCESS:
-                for listener in self._listeners:
-                    try:
-                        listener(change)
-                    except Exception:
-                        log.exception("change listener failed")
+                notify_listeners(self._listeners, change)
 
     def _apply_all(
         self, batch: list[tuple[Command, Future[ApplyResult]]]
@@ -169,3 +159,43 @@ class LocalReplicator:
         # the ``with`` block committed (fsync) before anyone is answered
         self.applied += len(out)
         return out
+
+
+# --------------------------------------------------------------------------- shared pieces
+# (used by LocalReplicator here and by RaftReplicator in ``raft_replicator``)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def internal_error(exc: Exception) -> ApplyResult:
+    return ApplyResult(int(ResultCode.OTHER), message=f"internal error: {exc}")
+
+
+def commit_with_fallback(
+    items: list[T],
+    apply_all: Callable[[list[T]], list[R]],
+    on_error: Callable[[T, Exception], list[R]],
+) -> list[R]:
+    """Apply ``items`` in one transaction; if that raises (a bug in ``apply``), retry each in a
+    transaction of its own, answering an item that still raises with ``on_error``."""
+    try:
+        return apply_all(items)
+    except Exception:
+        log.exception("batch of %d commands failed; retrying one by one", len(items))
+    out: list[R] = []
+    for one in items:
+        try:
+            out.extend(apply_all([one]))
+        except Exception as exc:  # a bug in apply: answer, never hang the caller
+            log.exception("command failed: %r", one)
+            out.extend(on_error(one, exc))
+    return out
+
+
+def notify_listeners(listeners: list[ChangeListener], change: Change) -> None:
+    for listener in listeners:
+        try:
+            listener(change)
+        except Exception:
+            log.exception("change listener failed")

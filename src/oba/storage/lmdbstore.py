@@ -350,7 +350,8 @@ class Store:
     # -- added for cluster mode (oba.cluster / oba.raft.snapshot): auxiliary databases,
     #    consistent copies and restore from a snapshot file
     def aux_db(self, name: bytes) -> Any:
-        """A named database of this store opened on first use (from the writer thread)."""
+        """A named database of this store, opened on first use; the first call must come
+        before any write transaction is open (e.g. at start-up), else LMDB deadlocks."""
         cache: dict[bytes, Any] = vars(self).setdefault("_aux_dbs", {})
         db = cache.get(name)
         if db is None:
