@@ -265,6 +265,33 @@ PasswordScheme = Literal[
 ]
 
 
+class PasswordPolicyConfig(_Section):
+    """Rules every new password must meet (enforced on Add, Modify and Password Modify)."""
+
+    enabled: bool = Field(default=False, description="Enforce the password policy.")
+    minLength: int = Field(default=8, ge=0, description="Fewest characters.")
+    requireUppercase: bool = Field(default=True, description="Need an upper-case letter.")
+    requireLowercase: bool = Field(default=True, description="Need a lower-case letter.")
+    requireDigit: bool = Field(default=True, description="Need a digit.")
+    requireSpecial: bool = Field(default=False, description="Need a non-alphanumeric character.")
+    maxAge: Duration = Field(
+        default=timedelta(0), description="Password lifetime (0: passwords never expire)."
+    )
+    historyCount: int = Field(
+        default=0, ge=0, description="Earlier passwords that may not be reused (0: none kept)."
+    )
+
+
+class RateLimitConfig(_Section):
+    """Account lockout after failed binds (LDAP and REST alike)."""
+
+    enabled: bool = Field(default=False, description="Lock accounts after failed binds.")
+    maxAttempts: int = Field(default=5, gt=0, description="Failed binds before the lock.")
+    lockoutDuration: Duration = Field(
+        default=timedelta(minutes=15), description="How long a locked account stays locked."
+    )
+
+
 class SecurityConfig(_Section):
     """Password storage and authentication rules."""
 
@@ -273,6 +300,46 @@ class SecurityConfig(_Section):
         description="Scheme used to hash passwords written in cleartext (Add, Modify, "
         "Password Modify); values already in {SCHEME} form are stored as given.",
     )
+    requireTLS: bool = Field(
+        default=False,
+        description="Refuse simple binds with a password over plaintext connections "
+        "(confidentialityRequired, 13).",
+    )
+    passwordPolicy: PasswordPolicyConfig = Field(
+        default_factory=PasswordPolicyConfig, description="Password quality rules."
+    )
+    rateLimit: RateLimitConfig = Field(
+        default_factory=RateLimitConfig, description="Failed-bind lockout."
+    )
+
+
+class LogStoreConfig(_Section):
+    """The replicated audit log (its own LMDB sub-database)."""
+
+    enabled: bool = Field(default=True, description="Keep an audit trail.")
+    dbPath: PathStr = Field(
+        default="", description="Unused: the audit log lives in the node's database."
+    )
+    maxEntries: int = Field(default=100000, gt=0, description="Records kept before archiving.")
+    archiveDir: PathStr = Field(
+        default="", description="Where records beyond maxEntries are archived (empty: dropped)."
+    )
+    compress: bool = Field(default=False, description="gzip archive files.")
+    retainDays: int = Field(
+        default=0, ge=0, description="Delete archives older than this (0: keep)."
+    )
+
+
+class WebConfig(_Section):
+    """The web admin, served by the node itself."""
+
+    enabled: bool = Field(default=False, description="Serve the web admin.")
+    address: Address = Field(default=":3000", description="Web admin listen address.")
+
+    @field_validator("address")
+    @classmethod
+    def _valid_address(cls, value: str) -> str:
+        return _check_address(value)
 
 
 class RestConfig(_Section):
@@ -362,6 +429,9 @@ class LoggingConfig(_Section):
     output: PathStr = Field(
         default="stdout", description="stdout, stderr, or a file path to append to."
     )
+    store: LogStoreConfig = Field(
+        default_factory=LogStoreConfig, description="Replicated audit log."
+    )
 
 
 class Config(BaseModel):
@@ -381,6 +451,12 @@ class Config(BaseModel):
     )
     rest: RestConfig = Field(default_factory=RestConfig, description="REST API.")
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Cluster mode.")
+    web: WebConfig = Field(default_factory=WebConfig, description="Web admin.")
+    aclFile: PathStr = Field(
+        default="",
+        description="ACL rules file (YAML: version, defaultPolicy, rules); empty: the built-in "
+        "default policy (root all, userPassword self/auth only, everything else readable).",
+    )
 
     _origins: dict[str, str] = PrivateAttr(default_factory=dict)
 
@@ -762,7 +838,8 @@ def render_config_reference() -> str:
     sections = Config.model_fields
     for section_name, section_info in sections.items():
         model = section_info.annotation
-        assert isinstance(model, type) and issubclass(model, BaseModel)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            continue  # top-level keys are listed after the sections
         out += [f"## `{section_name}`", "", (model.__doc__ or "").strip(), ""]
         out += ["| Key | Type | Default | Environment | Description |", "|---|---|---|---|---|"]
         env_names = {key: name for name, key in env_variables().items()}
@@ -777,6 +854,18 @@ def render_config_reference() -> str:
                 f"| `{leaf.path}` | {_type_name(leaf)} | {shown} | {env_name} | {description} |"
             )
         out.append("")
+    top = [leaf for leaf in _leaves() if len(leaf.attrs) == 1]
+    if top:
+        out += ["## Top-level keys", ""]
+        out += ["| Key | Type | Default | Environment | Description |", "|---|---|---|---|---|"]
+        env_names = {key: name for name, key in env_variables().items()}
+        for leaf in top:
+            default = _json_default(leaf)
+            shown = "unset" if default is None else f"`{json.dumps(default, ensure_ascii=False)}`"
+            env_name = f"`{env_names[leaf.path]}`" if leaf.path in env_names else "—"
+            out.append(f"| `{leaf.path}` | {_type_name(leaf)} | {shown} | {env_name} | "
+                       f"{leaf.info.description or ''} |")
+        out.append("")
     return "\n".join(out)
 
 
@@ -788,20 +877,28 @@ def render_default_yaml() -> str:
         "# Reference: docs/configuration.md. Environment variables OBA_<SECTION>_<KEY>",
         "# override the file, and ${VAR} / ${VAR:-default} are substituted before parsing.",
     ]
-    for section_name, section_info in Config.model_fields.items():
-        model = section_info.annotation
-        assert isinstance(model, type) and issubclass(model, BaseModel)
-        out += ["", f"# {(model.__doc__ or section_name).strip()}", f"{section_name}:"]
-        for leaf in _leaves():
-            if leaf.attrs[0] != section_name:
+
+    def emit(model: type[BaseModel], values: dict[str, Any], indent: str) -> None:
+        for name, info in model.model_fields.items():
+            key = _key(name, info)
+            annotation = info.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                if not indent:
+                    out.append("")
+                out.append(f"{indent}# {(annotation.__doc__ or key).strip()}")
+                out.append(f"{indent}{key}:")
+                emit(annotation, values[key], indent + "  ")
                 continue
-            key = leaf.path.split(".", 1)[1]
-            out.append(f"  # {leaf.info.description}")
-            value = defaults[section_name][key]
+            if not indent:
+                out.append("")
+            out.append(f"{indent}# {info.description}")
+            value = values[key]
             if value is None:
-                out.append(f"  # {key}:")
-                out.append("  #   uid: [eq, pres]")
+                out.append(f"{indent}# {key}:")
+                out.append(f"{indent}#   uid: [eq, pres]")
             else:
                 rendered = yaml.safe_dump({key: value}, default_flow_style=True, allow_unicode=True)
-                out.append("  " + rendered.strip()[1:-1])
+                out.append(indent + rendered.strip()[1:-1])
+
+    emit(Config, defaults, "")
     return "\n".join(out) + "\n"
