@@ -16,7 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from oba.cluster.replicator import Change
-from oba.directory.commands import AddCommand, DeleteCommand, ModifyCommand, ModifyDNCommand
+from oba.directory.commands import (
+    AddCommand,
+    DeleteCommand,
+    ModifyCommand,
+    ModifyDNCommand,
+    SystemCommand,
+)
 
 log = logging.getLogger("oba.events")
 
@@ -34,8 +40,21 @@ class ChangeEvent:
     request_id: str
 
 
-def event_from_change(change: Change) -> ChangeEvent:
+@dataclass(frozen=True, slots=True)
+class SystemEvent:
+    """A committed SystemCommand (ACL change, audit record, lockout...)."""
+
+    index: int
+    kind: str
+    payload: dict[str, object]
+    actor: str
+    request_id: str
+
+
+def event_from_change(change: Change) -> ChangeEvent | SystemEvent:
     cmd = change.command
+    if isinstance(cmd, SystemCommand):
+        return SystemEvent(change.index, cmd.kind, cmd.payload, cmd.actor, cmd.request_id)
     res = change.result
     entry = res.entry
     if isinstance(cmd, AddCommand):
@@ -53,6 +72,7 @@ def event_from_change(change: Change) -> ChangeEvent:
 
 
 Subscriber = Callable[[ChangeEvent], None]
+SystemSubscriber = Callable[[SystemEvent], None]
 
 
 class ChangeHub:
@@ -61,13 +81,21 @@ class ChangeHub:
     def __init__(self, loop: asyncio.AbstractEventLoop, history: int = 4096) -> None:
         self.loop = loop
         self.subscribers: list[Subscriber] = []
+        self.system_subscribers: list[SystemSubscriber] = []
         self.recent: deque[ChangeEvent] = deque(maxlen=history)
 
     def publish(self, change: Change) -> None:
         """Called by the replicator (any thread) after a change is durable."""
         self.loop.call_soon_threadsafe(self._deliver, event_from_change(change))
 
-    def _deliver(self, event: ChangeEvent) -> None:
+    def _deliver(self, event: ChangeEvent | SystemEvent) -> None:
+        if isinstance(event, SystemEvent):
+            for ssub in list(self.system_subscribers):
+                try:
+                    ssub(event)
+                except Exception:
+                    log.exception("system event subscriber failed")
+            return
         self.recent.append(event)
         for sub in list(self.subscribers):
             try:
@@ -82,6 +110,16 @@ class ChangeHub:
         def unsubscribe() -> None:
             if sub in self.subscribers:
                 self.subscribers.remove(sub)
+
+        return unsubscribe
+
+    def subscribe_system(self, sub: SystemSubscriber) -> Callable[[], None]:
+        """Add a subscriber for committed SystemCommands; returns its remover."""
+        self.system_subscribers.append(sub)
+
+        def unsubscribe() -> None:
+            if sub in self.system_subscribers:
+                self.system_subscribers.remove(sub)
 
         return unsubscribe
 

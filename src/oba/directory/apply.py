@@ -25,6 +25,7 @@ from oba.directory.commands import (
     DeleteCommand,
     ModifyCommand,
     ModifyDNCommand,
+    SystemCommand,
 )
 from oba.directory.entry import Entry
 from oba.directory.groups import (
@@ -633,10 +634,26 @@ def _done(txn: WriteTxn, work: GroupWork, result: ApplyResult) -> ApplyResult:
     return result
 
 
+SystemHandler = Callable[[WriteTxn, SystemCommand, ApplyContext], ApplyResult]
+_SYSTEM_HANDLERS: dict[str, SystemHandler] = {}
+
+
+def register_system(kind: str, handler: SystemHandler) -> None:
+    """Register the apply function for ``SystemCommand``s of ``kind``. Handlers follow the
+    same rules as ``apply``: deterministic, validate before writing, and write only through
+    ``txn`` (``txn.store.aux_db(name)`` gives a named sub-database of their own)."""
+    _SYSTEM_HANDLERS[kind] = handler
+
+
 def apply(txn: WriteTxn, cmd: Command, ctx: ApplyContext) -> ApplyResult:
     """Validate ``cmd`` against the current state; change nothing and return the LDAP error,
     or make the whole change and return success (with the resulting entry)."""
     try:
+        if isinstance(cmd, SystemCommand):
+            handler = _SYSTEM_HANDLERS.get(cmd.kind)
+            if handler is None:
+                return ApplyResult(UNWILLING, message=f"unknown system command {cmd.kind!r}")
+            return handler(txn, cmd, ctx)
         if isinstance(cmd, AddCommand):
             return _add(txn, cmd, ctx)
         if isinstance(cmd, ModifyCommand):

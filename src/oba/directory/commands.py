@@ -52,7 +52,21 @@ class ModifyDNCommand:
     time: str
 
 
-Command = AddCommand | ModifyCommand | DeleteCommand | ModifyDNCommand
+@dataclass(frozen=True, slots=True)
+class SystemCommand:
+    """A replicated change to state other than directory entries: ACL rules, audit records,
+    lockout counters, config sections... ``kind`` names the handler registered with
+    ``oba.directory.apply.register_system`` (e.g. ``"acl.set"``, ``"audit.append"``);
+    ``payload`` is plain msgpack-able data fixed by the proposer."""
+
+    kind: str
+    payload: dict[str, Any]
+    request_id: str
+    actor: str
+    time: str
+
+
+Command = AddCommand | ModifyCommand | DeleteCommand | ModifyDNCommand | SystemCommand
 
 
 class CommandDecodeError(ValueError):
@@ -72,6 +86,8 @@ def encode(cmd: Command) -> bytes:
         body = {"t": "mod", "dn": cmd.dn, "c": [[op, n, list(v)] for op, n, v in cmd.changes]}
     elif isinstance(cmd, DeleteCommand):
         body = {"t": "del", "dn": cmd.dn}
+    elif isinstance(cmd, SystemCommand):
+        body = {"t": "sys", "k": cmd.kind, "p": cmd.payload}
     else:
         body = {
             "t": "mdn",
@@ -100,6 +116,10 @@ def decode(data: bytes) -> Command:
             return ModifyCommand(dn=b["dn"], changes=changes, **common)
         if tag == "del":
             return DeleteCommand(dn=b["dn"], **common)
+        if tag == "sys":
+            if not isinstance(b["p"], dict):
+                raise TypeError("system command payload must be a map")
+            return SystemCommand(kind=str(b["k"]), payload=b["p"], **common)
         if tag == "mdn":
             return ModifyDNCommand(
                 dn=b["dn"],
