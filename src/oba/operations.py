@@ -63,10 +63,14 @@ class Identity:
 
     dn: str = ""
     ndn: str = ""
+    source: str = "ldap"  # the front end that authenticated it: "ldap" | "rest" | "cli"
 
     @property
     def anonymous(self) -> bool:
         return not self.ndn
+
+    def as_source(self, source: str) -> Identity:
+        return Identity(self.dn, self.ndn, source)
 
 
 ANONYMOUS = Identity()
@@ -132,7 +136,22 @@ class Operations:
 
     # ------------------------------------------------------------------ bind
 
-    async def bind(self, dn: str, password: bytes) -> Identity:
+    async def bind(self, dn: str, password: bytes, source: str = "ldap") -> Identity:
+        """Simple bind; returns the new identity or raises OpError (49 on bad credentials).
+        Every attempt with a DN is put in the audit trail (never the password)."""
+        try:
+            who = await self._bind(dn, password)
+        except OpError as err:
+            if dn:
+                self.node.audit.record("warn", f"bind {dn}: {err.code.name.lower()}", source,
+                                       dn, "", dn=dn, resultCode=int(err.code))
+            raise
+        if dn:
+            self.node.audit.record("info", f"bind {dn}: success", source, who.dn, "", dn=dn,
+                                   resultCode=0)
+        return who.as_source(source)
+
+    async def _bind(self, dn: str, password: bytes) -> Identity:
         """Simple bind; returns the new identity or raises OpError (49 on bad credentials)."""
         if not dn:
             if password:
@@ -264,6 +283,36 @@ class Operations:
             raise OpError(result.code, result.message, result.matched_dn)
         return result
 
+    async def submit_as(self, who: Identity, cmd: Command) -> ApplyResult:
+        """Submit a write made on behalf of ``who`` and put it in the audit trail."""
+        try:
+            result = await self.submit(cmd)
+        except OpError as err:
+            self._audit_write(who, cmd, int(err.code), err.message)
+            raise
+        self._audit_write(who, cmd, 0, "")
+        return result
+
+    def _audit_write(self, who: Identity, cmd: Command, code: int, message: str) -> None:
+        kind = type(cmd).__name__.removesuffix("Command").lower()
+        fields: dict[str, Any] = {"dn": getattr(cmd, "dn", ""), "operation": kind,
+                                  "resultCode": code}
+        if isinstance(cmd, AddCommand):
+            fields["attributes"] = sorted({name for name, _ in cmd.attributes})
+        elif isinstance(cmd, ModifyCommand):
+            fields["attributes"] = sorted({name for _, name, _ in cmd.changes})
+        elif isinstance(cmd, ModifyDNCommand):
+            fields["newRDN"] = cmd.new_rdn
+            if cmd.new_superior:
+                fields["newSuperior"] = cmd.new_superior
+        if message:
+            fields["error"] = message
+        self.node.audit.record(
+            "info" if code == 0 else "warn",
+            f"{kind} {fields['dn']}: {ResultCode(code).name.lower()}",
+            who.source, who.dn, cmd.request_id, **fields,
+        )
+
     async def add(self, who: Identity, dn: str, attributes: Attributes) -> ApplyResult:
         ndn = self.normalize_dn(dn)
         self._authorize_write(who, ndn, None)
@@ -273,8 +322,9 @@ class Operations:
                 attrs.append((name, await self.hash_passwords(values)))
             else:
                 attrs.append((name, tuple(values)))
-        return await self.submit(AddCommand(dn, tuple(attrs), uuid.uuid4().hex, self._actor(who),
-                                            generalized_time(), str(uuid.uuid4())))
+        cmd = AddCommand(dn, tuple(attrs), uuid.uuid4().hex, self._actor(who),
+                         generalized_time(), str(uuid.uuid4()))
+        return await self.submit_as(who, cmd)
 
     async def modify(
         self, who: Identity, dn: str, changes: Iterable[tuple[int, str, Sequence[bytes]]]
@@ -292,13 +342,13 @@ class Operations:
                     values = await self.hash_passwords(values)
                 hashed.append((op, attr, values))
             change_list = tuple(hashed)
-        return await self.submit(ModifyCommand(dn, change_list, uuid.uuid4().hex,
+        return await self.submit_as(who, ModifyCommand(dn, change_list, uuid.uuid4().hex,
                                                self._actor(who), generalized_time()))
 
     async def delete(self, who: Identity, dn: str) -> ApplyResult:
         ndn = self.normalize_dn(dn)
         self._authorize_write(who, ndn, None)
-        return await self.submit(DeleteCommand(dn, uuid.uuid4().hex, self._actor(who),
+        return await self.submit_as(who, DeleteCommand(dn, uuid.uuid4().hex, self._actor(who),
                                                generalized_time()))
 
     async def modify_dn(
@@ -307,7 +357,7 @@ class Operations:
     ) -> ApplyResult:
         ndn = self.normalize_dn(dn)
         self._authorize_write(who, ndn, None)
-        return await self.submit(ModifyDNCommand(dn, new_rdn, delete_old_rdn, new_superior,
+        return await self.submit_as(who, ModifyDNCommand(dn, new_rdn, delete_old_rdn, new_superior,
                                                  uuid.uuid4().hex, self._actor(who),
                                                  generalized_time()))
 
@@ -375,8 +425,8 @@ class Operations:
             raise OpError(ResultCode.UNWILLING_TO_PERFORM, "new password is empty")
         hashed = await self.hash_passwords([new])
         change = ((MOD_REPLACE, PASSWORD_ATTR, hashed),)
-        await self.submit(ModifyCommand(entry.dn, change, uuid.uuid4().hex, self._actor(who),
-                                        generalized_time()))
+        await self.submit_as(who, ModifyCommand(entry.dn, change, uuid.uuid4().hex,
+                                                self._actor(who), generalized_time()))
         return generated
 
 

@@ -76,14 +76,14 @@ def identity_from_token(state: RestState, token: str) -> Identity:
         if entry is None or disabled:
             raise _unauthorized("invalid_token", "the token's account no longer exists or is "
                                 "disabled")
-    return Identity(dn, ndn)
+    return Identity(dn, ndn, "rest")
 
 
 async def identity_from_basic(state: RestState, creds: HTTPBasicCredentials) -> Identity:
     if not creds.username or not creds.password:
         raise _unauthorized("invalid_credentials", "Basic credentials need a DN and a password")
     try:
-        who = await state.ops.bind(creds.username, creds.password.encode("utf-8"))
+        who = await state.ops.bind(creds.username, creds.password.encode("utf-8"), "rest")
     except OpError as exc:
         if exc.code in (49, 53, 34):
             raise _unauthorized("invalid_credentials", "invalid DN or password") from None

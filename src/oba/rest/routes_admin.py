@@ -37,7 +37,12 @@ HOT_KEYS: dict[str, frozenset[str]] = {
     "server": frozenset({"maxConnections", "readTimeout", "writeTimeout"}),
     "rest": frozenset({"rateLimit", "tokenTTL", "corsOrigins"}),
 }
-SECTIONS = tuple(Config.model_fields)
+# sections are the nested models; top-level scalar keys (aclFile) are handled on their own
+SECTIONS = tuple(
+    name for name, info in Config.model_fields.items()
+    if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
+)
+TOP_LEVEL_KEYS = tuple(name for name in Config.model_fields if name not in SECTIONS)
 
 
 # ------------------------------------------------------------------ acl
@@ -257,6 +262,7 @@ async def config_reload(state: State, who: Admin) -> dict[str, Any]:
                 touched.add(section)
             else:
                 restart.append(f"{section}.{key}")
+    restart += [key for key in TOP_LEVEL_KEYS if old_data.get(key) != new_data.get(key)]
     apply_side_effects(state, touched)
     return {"message": "configuration reloaded", "filePath": str(path), "applied": applied,
             "restartRequired": restart}

@@ -54,7 +54,7 @@ async def health(state: State) -> dict[str, Any]:
 async def bind(req: m.BindRequest, state: State) -> dict[str, Any]:
     state.operations["binds"] += 1
     try:
-        who = await state.ops.bind(req.dn, req.password.encode("utf-8"))
+        who = await state.ops.bind(req.dn, req.password.encode("utf-8"), "rest")
     except OpError as exc:
         if exc.code in (34, 49, 53):
             raise ApiError(401, "invalid_credentials", "invalid DN or password",

@@ -13,6 +13,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from oba import __version__
+from oba.audit.sink import AuditSink, NullAudit
 from oba.cluster.replicator import Replicator
 from oba.config import Config
 from oba.directory.access import AccessPolicy
@@ -52,6 +53,7 @@ class Node:
     version: str = __version__
     events: ChangeHub | None = None  # set by the runtime once the loop runs
     cluster: Any = None  # cluster.runtime.ClusterRuntime in cluster mode, else None
+    audit: AuditSink = field(default_factory=NullAudit)  # replaced by the audit store
 
     def __post_init__(self) -> None:
         schema = self.schema

@@ -1,0 +1,1 @@
+"""The audit trail: who did what, recorded as replicated SystemCommands (see ``sink``)."""
