@@ -165,6 +165,32 @@ class NodeRuntime:
             if res.code != ResultCode.SUCCESS:
                 raise RuntimeError(f"example data: {rec.dn}: {res.code} {res.message}")
 
+    async def start_core_extras(self) -> None:
+        """Before any listener opens: the ACL engine (so no request sees the default policy
+        when aclFile is set) and the audit store."""
+        from oba.acl.runtime import start_acl
+        from oba.audit.store import attach_audit
+
+        for start in (start_acl, attach_audit):
+            stop = await start(self)
+            if stop is not None:
+                self.stoppers.append(stop)
+
+    async def start_extras(self) -> None:
+        """After the LDAP listener: LDAPS, the REST API and the web admin, each owned by its
+        own module."""
+        from oba.server.tls import start_ldaps
+        from oba.web.server import start_web
+
+        stop = await start_ldaps(self)
+        if stop is not None:
+            self.stoppers.append(stop)
+        await self.start_rest()
+        if self.config.web.enabled:
+            stop = await start_web(self)
+            if stop is not None:
+                self.stoppers.append(stop)
+
     async def start_rest(self) -> None:
         """Start the REST API on this loop when ``rest.enabled`` (hook for oba.rest)."""
         if not self.config.rest.enabled:
@@ -186,8 +212,9 @@ class NodeRuntime:
                 await self.cluster.start(self.bootstrap)
             else:
                 await self.bootstrap()
+            await self.start_core_extras()
             host, port = await self.ldap.start(self.config.server.address)
-            await self.start_rest()
+            await self.start_extras()
             if pid_file:
                 Path(pid_file).write_text(f"{os.getpid()}\n")
             shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host

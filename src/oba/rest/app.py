@@ -21,7 +21,15 @@ from oba import __version__
 from oba.config import RestConfig
 from oba.operations import OpError
 from oba.rest import middleware as mw
-from oba.rest import routes_admin, routes_cluster, routes_entries, routes_public
+from oba.rest import (
+    routes_admin,
+    routes_cluster,
+    routes_entries,
+    routes_events,
+    routes_logs,
+    routes_metrics,
+    routes_public,
+)
 from oba.rest.errors import STATUS_NAMES, ApiError, body, error_response, from_op_error
 from oba.rest.state import RestState
 
@@ -91,7 +99,8 @@ def create_app(state: RestState | None) -> FastAPI:
                   openapi_url="/openapi.json", docs_url="/docs", redoc_url=None)
     app.state.rest = state
     for router in (routes_public.router, routes_entries.router, routes_admin.router,
-                   routes_cluster.router):
+                   routes_cluster.router, routes_logs.router, routes_events.router,
+                   routes_metrics.router):
         app.include_router(router)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(OpError, _op_error)

@@ -1,0 +1,1 @@
+"""The web admin, served by the node itself on ``web.address``."""
