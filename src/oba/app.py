@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 import lmdb
 
 from oba import __version__
+from oba.audit.archive import Archiver
+from oba.audit.db import set_archiver
 from oba.cluster.replicator import LocalReplicator, Replicator
 from oba.config import Config
 from oba.directory.access import AccessPolicy
@@ -129,6 +131,10 @@ class NodeRuntime:
             cluster=self.cluster,
         )
         self.ldap = LDAPListener(self.node)
+        # audit records dropped by a replicated retention command are archived on every node,
+        # also while the Raft log is replayed before the audit store is attached
+        store_cfg = config.logging.store
+        set_archiver(self.store, Archiver(store_cfg.archiveDir, store_cfg.compress))
         self.stopping = asyncio.Event()
         # async callables run (in reverse order) when the node stops: REST server, cluster...
         self.stoppers: list[Callable[[], Awaitable[None]]] = []

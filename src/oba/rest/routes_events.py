@@ -1,7 +1,168 @@
-"""Server-Sent Events (/api/v1/events). STUB: filled in with the audit store."""
+"""Server-Sent Events: GET /api/v1/events streams directory changes and audit records.
+
+Rules for this module: each event carries ``id:`` = the applied (Raft) index of its command.
+``event: change`` data is ``{index, type (add|delete|modify|moddn), dn, previousDN?, actor}``
+and is sent only when the caller may read the entry (for a delete: its parent) through the
+operations layer; ``event: audit`` data is one audit record plus ``index``. A ``Last-Event-ID``
+header resumes: changes after it are replayed from the ChangeHub when it still holds them,
+otherwise ``event: reset`` tells the client to resync (audit records are not replayed: read
+``/logs``). A comment line is sent every ``HEARTBEAT`` seconds. The stream ends when the client
+disconnects or the node stops; a client too slow to drain its queue gets ``event: reset`` and
+the stream ends.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
-router = APIRouter(prefix="/api/v1", tags=["events"])
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import StreamingResponse
+
+from oba.audit.store import audit_store
+from oba.events import ADD, DELETE, MODDN, MODIFY, ChangeEvent, ChangeHub, SystemEvent
+from oba.operations import Identity, OpError
+from oba.rest.auth import State, Who
+from oba.rest.errors import ERROR_RESPONSES, ApiError
+from oba.rest.state import RestState
+from oba.storage.lmdbstore import parent_ndn
+
+router = APIRouter(prefix="/api/v1", tags=["events"], responses=ERROR_RESPONSES)
+
+HEARTBEAT = 15.0
+QUEUE_MAX = 4096
+_TYPES = {ADD: "add", DELETE: "delete", MODIFY: "modify", MODDN: "moddn"}
+
+
+def _frame(event: str, index: int | None, data: dict[str, Any]) -> str:
+    head = f"id: {index}\n" if index is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
+
+
+def _may_see(state: RestState, who: Identity, ev: ChangeEvent) -> bool:
+    ops = state.ops
+    if state.node.access.is_root(who.ndn):
+        return True
+    try:
+        if ev.change_type == DELETE:
+            parent = parent_ndn(ops.normalize_dn(ev.dn))
+            if not parent:
+                return False
+            ops.get_entry(who, parent)
+        else:
+            ops.get_entry(who, ev.dn)
+    except OpError:
+        return False
+    return True
+
+
+def _change_frame(ev: ChangeEvent) -> str:
+    data: dict[str, Any] = {"index": ev.index, "type": _TYPES.get(ev.change_type, "modify"),
+                            "dn": ev.dn, "actor": ev.actor}
+    if ev.previous_dn:
+        data["previousDN"] = ev.previous_dn
+    return _frame("change", ev.index, data)
+
+
+def _audit_frames(ev: SystemEvent) -> list[str]:
+    records = ev.payload.get("records")
+    if ev.kind != "audit.append" or not isinstance(records, list):
+        return []
+    return [_frame("audit", ev.index, {**r, "index": ev.index})
+            for r in records if isinstance(r, dict)]
+
+
+def _replay(state: RestState, hub: ChangeHub, last: int) -> list[ChangeEvent] | None:
+    """Changes after ``last`` still held, or None when the client must resync."""
+    sink = audit_store(state.node)
+    floor = sink.events_floor if sink is not None else None
+    if floor is None or last < floor:
+        return None
+    with state.node.store.read() as txn:
+        if last > txn.applied_index():
+            return None
+    recent = hub.recent
+    if recent.maxlen is not None and len(recent) >= recent.maxlen and \
+            recent[0].index > last + 1:
+        return None
+    return [e for e in recent if e.index > last]
+
+
+# not in the OpenAPI document: a stream that never ends breaks request/response fuzzers
+@router.get("/events", include_in_schema=False,
+            summary="Server-Sent Events: directory changes and audit records",
+            response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}},
+                             "description": "An event stream (never ends on its own)."}})
+async def events(
+    request: Request, state: State, who: Who,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> StreamingResponse:
+    hub = state.node.events
+    if hub is None:
+        raise ApiError(503, "unavailable", "the node is not running")
+    queue: asyncio.Queue[ChangeEvent | SystemEvent] = asyncio.Queue(QUEUE_MAX)
+    overflow = asyncio.Event()
+
+    def push(ev: ChangeEvent | SystemEvent) -> None:
+        try:
+            queue.put_nowait(ev)
+        except asyncio.QueueFull:
+            overflow.set()
+
+    unsubscribe = [hub.subscribe(push), hub.subscribe_system(push)]
+    start: int | None = None
+    if last_event_id is not None and last_event_id.strip():
+        try:
+            start = int(last_event_id.strip())
+        except ValueError:
+            start = -1
+    replay = _replay(state, hub, start) if start is not None else []
+    stopping: asyncio.Event | None = getattr(state.runtime, "stopping", None)
+
+    async def stream() -> AsyncIterator[str]:
+        sent = start if start is not None and start >= 0 else -1
+        try:
+            yield "retry: 2000\n: connected\n\n"
+            if replay is None:
+                yield _frame("reset", None, {"reason": "events after Last-Event-ID are no "
+                                             "longer held; reload the state"})
+            else:
+                for ev in replay:
+                    sent = max(sent, ev.index)
+                    if _may_see(state, who, ev):
+                        yield _change_frame(ev)
+            beat = time.monotonic() + HEARTBEAT
+            while True:
+                if stopping is not None and stopping.is_set():
+                    return
+                if overflow.is_set():
+                    yield _frame("reset", None, {"reason": "the client fell behind"})
+                    return
+                try:
+                    item = await asyncio.wait_for(queue.get(), 1.0)
+                except TimeoutError:
+                    if await request.is_disconnected():
+                        return
+                    if time.monotonic() >= beat:
+                        beat = time.monotonic() + HEARTBEAT
+                        yield ": heartbeat\n\n"
+                    continue
+                if isinstance(item, SystemEvent):
+                    for frame in _audit_frames(item):
+                        yield frame
+                    continue
+                if item.index <= sent:
+                    continue  # already replayed
+                sent = item.index
+                if _may_see(state, who, item):
+                    yield _change_frame(item)
+        finally:
+            for unsub in unsubscribe:
+                unsub()
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

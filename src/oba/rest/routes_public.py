@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from oba.audit.query import recent_activities
 from oba.config import format_duration
 from oba.operations import OpError
 from oba.protocol.filter import parse_filter
@@ -130,8 +131,8 @@ async def stats(state: State, who: Who) -> dict[str, Any]:
 
 
 @router.get("/activities", response_model=m.ActivitiesResponse, tags=["monitoring"],
-            summary="Recent activity (empty until the audit log exists)")
+            summary="Recent activity from the audit log (newest first)")
 async def activities(
     state: State, who: Who, limit: Annotated[int, Query(ge=1, le=100)] = 10
 ) -> dict[str, Any]:
-    return {"activities": [], "count": 0}
+    return recent_activities(state.node, limit)
