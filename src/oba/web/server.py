@@ -1,10 +1,124 @@
-"""Serve the web admin. STUB: filled in by the web admin work."""
+"""Serve the web admin (static pages) and the REST API on one origin, ``web.address``.
+
+Rules for this module: the node serves the pages itself — uvicorn runs as a task of the node's
+own loop, exactly as ``oba.rest.server`` runs the REST API (no thread, no second loop, no
+signal handling). Requests under ``/api/`` (and ``/openapi.json``, ``/docs``) go in-process to
+the node's REST application: the one ``oba.rest.server`` built when ``runtime.rest_app`` exists,
+else a private one built the same way, so the REST API need not be enabled for the pages to
+work. Everything else is a file under ``static/`` (``/`` is ``index.html``); the pages route
+with the URL fragment, so no server-side fallback is needed. Static answers carry a strict
+Content-Security-Policy (same-origin scripts and styles only).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import secrets
+import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
+
+import uvicorn
+from starlette.exceptions import HTTPException
+from starlette.responses import PlainTextResponse
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from oba.rest.app import create_app
+from oba.rest.server import (
+    _InLoopServer,
+    _level,
+    _stop_all,
+    split_address,
+)
+from oba.rest.state import RestState
+
+log = logging.getLogger("oba.web")
+START_TIMEOUT = 10.0
+STATIC_DIR = Path(__file__).with_name("static")
+API_PREFIXES = ("/api/", "/openapi.json", "/docs")
+SECURITY_HEADERS = [
+    (b"content-security-policy",
+     b"default-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-cache"),
+]
+
+
+class WebApp:
+    """One ASGI app: ``/api/...`` to the REST app, the rest to the static files."""
+
+    def __init__(self, api: ASGIApp, static_dir: Path = STATIC_DIR) -> None:
+        self.api = api
+        self.static = StaticFiles(directory=str(static_dir), html=True)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = str(scope.get("path", ""))
+        if scope["type"] != "http" or path.startswith(API_PREFIXES):
+            await self.api(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        try:
+            await self.static(scope, receive, send_with_headers)
+        except HTTPException as exc:
+            text = "not found" if exc.status_code == 404 else str(exc.detail)
+            response = PlainTextResponse(text, status_code=exc.status_code)
+            await response(scope, receive, send_with_headers)
+
+
+def rest_app_for(runtime: Any) -> ASGIApp:
+    """The node's REST app if the REST server exposes it, else a new one on the node."""
+    shared = getattr(runtime, "rest_app", None)
+    if shared is not None:
+        app: ASGIApp = shared
+        return app
+    node = runtime.node
+    rest = node.config.rest
+    secret = rest.jwtSecret.encode("utf-8") if rest.jwtSecret else secrets.token_bytes(32)
+    return create_app(RestState(node=node, runtime=runtime, secret=secret))
+
+
+async def _wait_started(server: uvicorn.Server, task: asyncio.Task[None], address: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while not server.started:
+        if task.done():
+            exc = task.exception() if not task.cancelled() else None
+            raise OSError(f"the web admin cannot listen on {address} ({exc!r}); see the log")
+        if time.monotonic() > deadline:
+            raise OSError(f"the web admin did not start on {address} in {START_TIMEOUT:.0f}s")
+        await asyncio.sleep(0.01)
 
 
 async def start_web(runtime: Any) -> Callable[[], Awaitable[None]] | None:
-    return None
+    """Listen on ``web.address``; return an async ``stop``. Raises ``OSError`` if it cannot."""
+    cfg = runtime.node.config
+    address = str(cfg.web.address)
+    host, port = split_address(address)
+    app = WebApp(rest_app_for(runtime))
+    server = _InLoopServer(uvicorn.Config(
+        app, host=host, port=port, loop="none", lifespan="off", log_config=None,
+        log_level=_level(str(cfg.logging.level)), access_log=False, proxy_headers=False,
+        server_header=False))
+    task = asyncio.create_task(server.serve(), name=f"web {address}")
+    servers = [(server, task)]
+    try:
+        await _wait_started(server, task, address)
+    except BaseException:
+        await _stop_all(servers)
+        raise
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    log.info("web admin listening on http://%s:%d/", shown, port)
+    print(f"  web admin: http://{shown}:{port}/", flush=True)
+
+    async def stop() -> None:
+        await _stop_all(servers)
+
+    return stop
