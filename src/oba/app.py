@@ -79,6 +79,12 @@ def setup_logging(config: Config) -> None:
     root.setLevel(level)
 
 
+def _show(address: str) -> str:
+    """A listen address as a client would type it (":8080" -> "127.0.0.1:8080")."""
+    host, _, port = address.rpartition(":")
+    return f"{host if host not in ('', '0.0.0.0', '[::]') else '127.0.0.1'}:{port}"
+
+
 def _now() -> str:
     return time.strftime("%Y%m%d%H%M%SZ", time.gmtime())
 
@@ -226,13 +232,17 @@ class NodeRuntime:
             shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
             log.info("Oba %s ready: ldap://%s:%d base %r root %r", __version__, shown, port,
                      self.config.directory.baseDN, self.config.directory.rootDN)
-            print(
-                f"\nOba is serving LDAP on ldap://{shown}:{port}  (Ctrl-C stops it)\n"
+            lines = [f"\nOba is serving LDAP on ldap://{shown}:{port}  (Ctrl-C stops it)"]
+            if self.config.rest.enabled:
+                lines.append(f"  REST API:  http://{_show(self.config.rest.address)}/api/v1/")
+            if self.config.web.enabled:
+                lines.append(f"  web admin: http://{_show(self.config.web.address)}/")
+            lines += [
                 f"  try: ldapsearch -x -H ldap://{shown}:{port} "
-                f"-b '{self.config.directory.baseDN}' '(objectClass=*)'\n"
+                f"-b '{self.config.directory.baseDN}' '(objectClass=*)'",
                 f"  as admin: add -D '{self.config.directory.rootDN}' -W\n",
-                flush=True,
-            )
+            ]
+            print("\n".join(lines), flush=True)
             await self.stopping.wait()
             log.info("stopping")
         finally:
