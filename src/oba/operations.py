@@ -11,17 +11,18 @@ own wire format. No socket, HTTP or BER code here.
 from __future__ import annotations
 
 import asyncio
-import secrets
-import string
+import logging
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from oba.directory import lockout
 from oba.directory import password as passwords
+from oba.directory import policy as pwpolicy
 from oba.directory.access import PROTECTED_ATTRS
-from oba.directory.apply import ApplyResult
+from oba.directory.apply import SYSTEM_ACTOR, ApplyResult
 from oba.directory.commands import (
     AddCommand,
     Command,
@@ -34,17 +35,35 @@ from oba.directory.evaluate import compare as compare_values
 from oba.directory.evaluate import compile_filter
 from oba.directory.search import SearchContext, search
 from oba.protocol.dn import DNError, parse_dn
-from oba.protocol.messages import And, Filter, Not, Or, Scope
+from oba.protocol.messages import (
+    And,
+    Approx,
+    Equality,
+    Extensible,
+    Filter,
+    GreaterOrEqual,
+    LessOrEqual,
+    Not,
+    Or,
+    Present,
+    Scope,
+    Substrings,
+)
 from oba.protocol.resultcodes import ResultCode
 from oba.schema import InvalidValue, UndefinedAttribute
 from oba.server import rootdse
 from oba.server.node import SUBSCHEMA_NDN, Node
+from oba.storage.lmdbstore import parent_ndn
 
 Attributes = Sequence[tuple[str, Sequence[bytes]]]
 
 PASSWORD_ATTR = "userPassword"
 GENERATED_PASSWORD_LENGTH = 8  # slapd's length for a server-generated password
-_PASSWORD_ALPHABET = string.ascii_letters + string.digits
+# A filter item on an attribute the caller may not search becomes an item on this undefined
+# type, which evaluates to Undefined (RFC 4511 4.5.1.7).
+UNDEFINED_ATTR = "x-oba-no-search-access"
+_TRUE = (b"TRUE", b"1", b"YES")
+log = logging.getLogger("oba.operations")
 
 
 class OpError(Exception):
@@ -111,28 +130,61 @@ class Operations:
         return ""
 
     def get_entry(self, who: Identity, dn: str) -> Entry:
-        """The entry at ``dn`` as ``who`` may see it (protected attributes removed)."""
+        """The entry at ``dn`` as ``who`` may see it; an entry ``who`` may not read is
+        reported as missing (noSuchObject), never as an access error."""
         ndn = self.normalize_dn(dn)
         with self.node.store.read() as txn:
             entry = txn.get_by_ndn(ndn)
-            if entry is None:
-                raise OpError(ResultCode.NO_SUCH_OBJECT, "", self.matched_dn(txn, dn))
-        return self.visible(who, entry, ndn)
+            seen = None if entry is None else self.readable(who, entry, ndn)
+            if seen is None:
+                raise OpError(ResultCode.NO_SUCH_OBJECT, "", self.matched_dn_for(who, txn, dn))
+        return seen
+
+    def matched_dn_for(self, who: Identity, txn: Any, dn: str) -> str:
+        """``matched_dn`` unless that ancestor is hidden from ``who`` (then none is given)."""
+        matched = self.matched_dn(txn, dn)
+        if not matched or self.node.access.builtin or self.node.access.is_root(who.ndn):
+            return matched
+        entry = txn.get_by_ndn(self.schema.normalize_dn(matched))
+        return matched if entry is not None and self.readable(who, entry) is not None else ""
+
+    def _entry_ndn(self, entry: Entry) -> str:
+        try:
+            return self.schema.normalize_dn(entry.dn)
+        except (DNError, UndefinedAttribute, InvalidValue):
+            return entry.dn.lower()
 
     def visible(self, who: Identity, entry: Entry, ndn: str | None = None) -> Entry:
+        """``entry`` with the attributes ``who`` may not read removed."""
         access = self.node.access
         if access.is_root(who.ndn):
             return entry
-        hidden = [a for a in entry.attrs if a.lower() in PROTECTED_ATTRS]
-        if not hidden:
-            return entry
-        if who.anonymous:
-            ndn = ""
-        ndn = ndn if ndn is not None else self.schema.normalize_dn(entry.dn)
-        drop = {a for a in hidden if not access.can_read_attr(who.ndn, ndn, a)}
+        if access.builtin:
+            hidden = [a for a in entry.attrs if a.lower() in PROTECTED_ATTRS]
+            if not hidden:
+                return entry
+            if who.anonymous:
+                ndn = ""
+            ndn = ndn if ndn is not None else self._entry_ndn(entry)
+            drop = {a for a in hidden if not access.can_read_attr(who.ndn, ndn, a)}
+        else:
+            ndn = ndn if ndn is not None else self._entry_ndn(entry)
+            rules = access.rules_for(who.ndn, ndn)
+            drop = {a for a in entry.attrs
+                    if not access.allowed_among(rules, who.ndn, ndn, "read", a)}
         if not drop:
             return entry
         return Entry(entry.id, entry.dn, {k: v for k, v in entry.attrs.items() if k not in drop})
+
+    def readable(self, who: Identity, entry: Entry, ndn: str | None = None) -> Entry | None:
+        """``visible(entry)``, or None when ``who`` may not see the entry at all."""
+        access = self.node.access
+        if access.builtin or access.is_root(who.ndn):
+            return self.visible(who, entry, ndn)
+        ndn = ndn if ndn is not None else self._entry_ndn(entry)
+        if not access.decide(who.ndn, ndn, "read").allowed:
+            return None
+        return self.visible(who, entry, ndn)
 
     # ------------------------------------------------------------------ bind
 
@@ -152,7 +204,8 @@ class Operations:
         return who.as_source(source)
 
     async def _bind(self, dn: str, password: bytes) -> Identity:
-        """Simple bind; returns the new identity or raises OpError (49 on bad credentials)."""
+        """Simple bind; returns the new identity or raises OpError (49 on bad credentials,
+        with "account locked" / "password expired" when that is why)."""
         if not dn:
             if password:
                 raise OpError(ResultCode.UNWILLING_TO_PERFORM,
@@ -169,22 +222,76 @@ class Operations:
             raise OpError(ResultCode.INVALID_CREDENTIALS)
         with node.store.read() as txn:
             entry = txn.get_by_ndn(ndn)
-            stored = list(entry.attrs.get("userPassword", ())) if entry is not None else []
-            disabled = entry is not None and any(
-                v.upper() in (b"TRUE", b"1", b"YES") for v in entry.attrs.get("obaDisabled", ())
-            )
-        if not stored or disabled:
+        stored = list(entry.attrs.get("userPassword", ())) if entry is not None else []
+        disabled = entry is not None and any(
+            v.upper() in _TRUE for v in entry.attrs.get("obaDisabled", ()))
+        if not stored or disabled or entry is None:
             raise OpError(ResultCode.INVALID_CREDENTIALS)
+        security = node.config.security
+        rate = security.rateLimit
+        now = time.time()
+        if rate.enabled and lockout.is_locked(rate, entry.attrs, now):
+            raise OpError(ResultCode.INVALID_CREDENTIALS, "account locked")
         if any(passwords.split_scheme(s)[0] == "ARGON2" for s in stored):
             # Argon2 is deliberately slow: verify off the event loop.
-            loop = asyncio.get_running_loop()
-            ok = await loop.run_in_executor(
-                None, lambda: any(passwords.verify(password, s) for s in stored))
+            ok = await self._verify_any(password, stored)
         else:
             ok = any(passwords.verify(password, s) for s in stored)
         if not ok:
+            if rate.enabled:
+                changes, locked = lockout.after_failure(rate, entry.attrs, now)
+                await self.system_modify(entry.dn, changes)
+                if locked:
+                    log.warning("bind %s: account locked after %d failed binds", entry.dn,
+                                rate.maxAttempts)
             raise OpError(ResultCode.INVALID_CREDENTIALS)
-        return Identity(entry.dn if entry is not None else dn, ndn)
+        if pwpolicy.expired(security.passwordPolicy, entry.attrs.get("pwdChangedTime", ()), now):
+            raise OpError(ResultCode.INVALID_CREDENTIALS, "password expired")
+        if rate.enabled:
+            cleared = lockout.reset(entry.attrs)
+            if cleared:
+                await self.system_modify(entry.dn, cleared)
+        return Identity(entry.dn, ndn)
+
+    async def system_modify(self, dn: str, changes: lockout.Changes) -> bool:
+        """A bookkeeping write of the server itself (lockout, password history) through the
+        Command path, so it replicates and survives a restart; failures are logged."""
+        if not changes:
+            return True
+        cmd = ModifyCommand(dn, changes, uuid.uuid4().hex, SYSTEM_ACTOR, generalized_time())
+        result = await self.node.replicator.submit(cmd)
+        if result.code != ResultCode.SUCCESS:
+            log.warning("bookkeeping write on %s failed: %s %s", dn, result.code, result.message)
+            return False
+        return True
+
+    # ------------------------------------------------------------------ lockout
+
+    def lock_status(self, who: Identity, dn: str) -> dict[str, Any]:
+        """Whether the account at ``dn`` is locked, from its pwd* attributes."""
+        entry = self.get_entry(who, dn)
+        with self.node.store.read() as txn:
+            stored = txn.get(entry.id)
+        attrs = stored.attrs if stored is not None else entry.attrs
+        rate = self.node.config.security.rateLimit
+        until = lockout.locked_until(rate, attrs)
+        locked = until is not None and time.time() < until
+        return {"dn": entry.dn, "locked": locked,
+                "failures": len(attrs.get(lockout.FAILURES, ())),
+                "lockedUntil": pwpolicy.format_time(until) if locked and until else None}
+
+    async def unlock(self, who: Identity, dn: str) -> None:
+        """Clear failures and lock (needs write access to pwdAccountLockedTime)."""
+        entry = self.get_entry(who, dn)
+        ndn = self.normalize_dn(entry.dn)
+        self._authorize(who, ndn, "write", frozenset({lockout.LOCKED}))
+        with self.node.store.read() as txn:
+            stored = txn.get(entry.id)
+        if stored is not None and not await self.system_modify(stored.dn,
+                                                               lockout.reset(stored.attrs)):
+            raise OpError(ResultCode.OTHER, "could not clear the lock")
+        self.node.audit.record("info", f"unlock {entry.dn}: success", who.source, who.dn, "",
+                               dn=entry.dn, operation="unlock", resultCode=0)
 
     # ------------------------------------------------------------------ reads
 
@@ -193,11 +300,12 @@ class Operations:
         canon = self.schema.canonical(attr.split(";", 1)[0])
         if canon is None:
             raise OpError(ResultCode.UNDEFINED_ATTRIBUTE_TYPE, f"{attr}: attribute type undefined")
+        access = self.node.access
         with self.node.store.read() as txn:
             entry = txn.get_by_ndn(ndn)
-            if entry is None:
-                raise OpError(ResultCode.NO_SUCH_OBJECT, "", self.matched_dn(txn, dn))
-        if not self.node.access.can_read_attr(who.ndn, ndn, canon):
+            if entry is None or self.readable(who, entry, ndn) is None:
+                raise OpError(ResultCode.NO_SUCH_OBJECT, "", self.matched_dn_for(who, txn, dn))
+        if not access.decide(who.ndn, ndn, "compare", canon).allowed:
             raise OpError(ResultCode.INSUFFICIENT_ACCESS_RIGHTS)
         if self.schema.equality(canon) is None:
             raise OpError(ResultCode.INAPPROPRIATE_MATCHING)
@@ -222,10 +330,12 @@ class Operations:
         size_limit: int = 0,
         time_limit: float = 0,
     ) -> Iterator[Entry]:
-        """Matching entries as ``who`` may see them (protected attributes removed).
+        """Matching entries as ``who`` may see them (unreadable entries skipped, unreadable
+        attributes removed; filter items on attributes without ``search`` right Undefined).
 
-        Raises OpError before the first entry (bad base, missing base) or after the last one
-        allowed (size or time limit exceeded). Must be consumed on the calling thread.
+        Raises OpError before the first entry (bad base, missing or unreadable base) or after
+        the last one allowed (size or time limit exceeded). Must be consumed on the calling
+        thread.
         """
         base_ndn = self.normalize_dn(base)
         node = self.node
@@ -240,22 +350,33 @@ class Operations:
                 yield entry
             return
         deadline = time.monotonic() + time_limit if time_limit > 0 else 0.0
-        guard = None if node.access.is_root(who.ndn) else protected_in(flt)
+        access = node.access
+        root = access.is_root(who.ndn)
+        ruled = not root and not access.builtin
+        guard = None if root or ruled else protected_in(flt)
         matcher = compile_filter(flt, self.schema) if guard else None
+        filter_attrs = self._filter_attrs(flt) if ruled else frozenset()
+        restricted: dict[frozenset[str], Any] = {}
         count = 0
         with node.store.read() as txn:
-            if not base_ndn or txn.get_by_ndn(base_ndn) is None:
-                raise OpError(ResultCode.NO_SUCH_OBJECT, "", self.matched_dn(txn, base))
+            base_entry = txn.get_by_ndn(base_ndn) if base_ndn else None
+            if base_entry is None or (ruled and self.readable(who, base_entry, base_ndn) is None):
+                raise OpError(ResultCode.NO_SUCH_OBJECT, "", self.matched_dn_for(who, txn, base))
             try:
                 for entry in search(txn, self.search_ctx, base_ndn, int(scope), flt):
                     if deadline and time.monotonic() > deadline:
                         raise OpError(ResultCode.TIME_LIMIT_EXCEEDED)
-                    seen = self.visible(who, entry) if guard or "userPassword" in entry.attrs \
-                        else entry
-                    if matcher is not None and seen is not entry and matcher(seen) is not True:
-                        # slapd: a filter item on an attribute the client may not search is
-                        # Undefined, so re-check without the hidden attributes
-                        continue
+                    if ruled:
+                        seen = self._ruled_view(who, entry, flt, filter_attrs, restricted)
+                        if seen is None:
+                            continue
+                    else:
+                        seen = self.visible(who, entry) if guard or "userPassword" in entry.attrs \
+                            else entry
+                        if matcher is not None and seen is not entry and matcher(seen) is not True:
+                            # slapd: a filter item on an attribute the client may not search
+                            # is Undefined, so re-check without the hidden attributes
+                            continue
                     if size_limit and count >= size_limit:
                         raise OpError(ResultCode.SIZE_LIMIT_EXCEEDED)
                     count += 1
@@ -263,16 +384,82 @@ class Operations:
             except (InvalidValue, UndefinedAttribute) as exc:
                 raise OpError(ResultCode.PROTOCOL_ERROR, str(exc)) from exc
 
+    def _filter_attrs(self, flt: Filter) -> frozenset[str]:
+        return frozenset((self.schema.canonical(a) or a).lower() for a in filter_attrs(flt))
+
+    def _ruled_view(self, who: Identity, entry: Entry, flt: Filter,
+                    filter_attrs: frozenset[str], restricted: dict[frozenset[str], Any],
+                    ) -> Entry | None:
+        """A search candidate as a caller under ACL rules sees it, or None."""
+        access = self.node.access
+        ndn = self._entry_ndn(entry)
+        rules = access.rules_for(who.ndn, ndn)
+        if not access.allowed_among(rules, who.ndn, ndn, "read", None):
+            return None
+        blind = frozenset(a for a in filter_attrs
+                          if not access.allowed_among(rules, who.ndn, ndn, "search", a))
+        if blind:
+            matcher = restricted.get(blind)
+            if matcher is None:
+                matcher = restricted[blind] = compile_filter(
+                    undefine(flt, blind, self.schema), self.schema)
+            if matcher(entry) is not True:
+                return None
+        drop = {a for a in entry.attrs
+                if not access.allowed_among(rules, who.ndn, ndn, "read", a)}
+        if not drop:
+            return entry
+        return Entry(entry.id, entry.dn, {k: v for k, v in entry.attrs.items() if k not in drop})
+
     def has_children(self, entry: Entry) -> bool:
         with self.node.store.read() as txn:
             return bool(txn.has_children(entry.id))
 
     # ------------------------------------------------------------------ writes
 
+    def _authorize(self, who: Identity, ndn: str, right: str,
+                   attrs: frozenset[str] | None = None, new_dn: str | None = None) -> None:
+        """Refuse the write unless ``who`` holds ``right`` (on each of ``attrs``, or on the
+        entry). Denied on an entry ``who`` may not even read: noSuchObject (no existence leak);
+        otherwise strongerAuthRequired (8) for anonymous, insufficientAccessRights (50)."""
+        access = self.node.access
+        if access.is_root(who.ndn):
+            return
+        if access.builtin:
+            denied = access.check_write(who.ndn, ndn, attrs if right == "write" else None)
+            if denied is not None:
+                raise OpError(denied.code, denied.message)
+            return
+        if right == "add":
+            ok = self._may_add(who, ndn)
+        elif attrs:
+            ok = all(access.decide(who.ndn, ndn, right, a).allowed for a in sorted(attrs))
+        else:
+            ok = access.decide(who.ndn, ndn, right).allowed
+        if ok:
+            return
+        if right != "add" and not self._may_see(who, ndn):
+            raise OpError(ResultCode.NO_SUCH_OBJECT)
+        what = {"add": "no add access", "delete": "no delete access"}.get(right,
+                                                                        "no write access")
+        denied = access.denied(who.ndn, what)
+        raise OpError(denied.code, denied.message)
+
+    def _may_add(self, who: Identity, ndn: str) -> bool:
+        """``add`` on the new entry's DN decides when a rule covers it, else on its parent."""
+        access = self.node.access
+        decision = access.decide(who.ndn, ndn, "add")
+        if decision.rule_index is not None or not ndn:
+            return decision.allowed
+        return access.decide(who.ndn, parent_ndn(ndn), "add").allowed
+
+    def _may_see(self, who: Identity, ndn: str) -> bool:
+        with self.node.store.read() as txn:
+            entry = txn.get_by_ndn(ndn)
+            return entry is not None and self.readable(who, entry, ndn) is not None
+
     def _authorize_write(self, who: Identity, ndn: str, attrs: frozenset[str] | None) -> None:
-        denied = self.node.access.check_write(who.ndn, ndn, attrs)
-        if denied is not None:
-            raise OpError(denied.code, denied.message)
+        self._authorize(who, ndn, "write", attrs)
 
     def _actor(self, who: Identity) -> str:
         return self.node.root_dn if who.ndn == self.node.root_ndn else who.dn
@@ -315,16 +502,22 @@ class Operations:
 
     async def add(self, who: Identity, dn: str, attributes: Attributes) -> ApplyResult:
         ndn = self.normalize_dn(dn)
-        self._authorize_write(who, ndn, None)
+        self._authorize(who, ndn, "add")
         attrs: list[tuple[str, tuple[bytes, ...]]] = []
+        new_passwords: list[bytes] = []
         for name, values in attributes:
             if self._is_password(name):
+                new_passwords.extend(values)
+                await self.check_new_passwords(who, values, None)
                 attrs.append((name, await self.hash_passwords(values)))
             else:
                 attrs.append((name, tuple(values)))
         cmd = AddCommand(dn, tuple(attrs), uuid.uuid4().hex, self._actor(who),
                          generalized_time(), str(uuid.uuid4()))
-        return await self.submit_as(who, cmd)
+        result = await self.submit_as(who, cmd)
+        if new_passwords:
+            await self.password_changed(dn, None)
+        return result
 
     async def modify(
         self, who: Identity, dn: str, changes: Iterable[tuple[int, str, Sequence[bytes]]]
@@ -335,19 +528,26 @@ class Operations:
             self.schema.canonical(attr.split(";", 1)[0]) or attr for _, attr, _ in change_list
         )
         self._authorize_write(who, ndn, touched)
+        before: Entry | None = None
         if PASSWORD_ATTR in touched:
+            with self.node.store.read() as txn:
+                before = txn.get_by_ndn(ndn)
             hashed: list[tuple[int, str, tuple[bytes, ...]]] = []
             for op, attr, values in change_list:
                 if op in (MOD_ADD, MOD_REPLACE) and self._is_password(attr):
+                    await self.check_new_passwords(who, values, before)
                     values = await self.hash_passwords(values)
                 hashed.append((op, attr, values))
             change_list = tuple(hashed)
-        return await self.submit_as(who, ModifyCommand(dn, change_list, uuid.uuid4().hex,
-                                               self._actor(who), generalized_time()))
+        result = await self.submit_as(who, ModifyCommand(dn, change_list, uuid.uuid4().hex,
+                                                         self._actor(who), generalized_time()))
+        if PASSWORD_ATTR in touched:
+            await self.password_changed(dn, before)
+        return result
 
     async def delete(self, who: Identity, dn: str) -> ApplyResult:
         ndn = self.normalize_dn(dn)
-        self._authorize_write(who, ndn, None)
+        self._authorize(who, ndn, "delete")
         return await self.submit_as(who, DeleteCommand(dn, uuid.uuid4().hex, self._actor(who),
                                                generalized_time()))
 
@@ -355,8 +555,18 @@ class Operations:
         self, who: Identity, dn: str, new_rdn: str, delete_old_rdn: bool,
         new_superior: str | None = None,
     ) -> ApplyResult:
+        """Needs ``write`` on the entry; a move (newSuperior) also ``delete`` on the old DN
+        and ``add`` on the new one."""
         ndn = self.normalize_dn(dn)
-        self._authorize_write(who, ndn, None)
+        self._authorize(who, ndn, "write")
+        if new_superior is not None and not self.node.access.builtin:
+            self._authorize(who, ndn, "delete")
+            try:
+                new_ndn = self.schema.normalize_dn(f"{new_rdn},{new_superior}")
+            except (DNError, UndefinedAttribute, InvalidValue):
+                new_ndn = ""
+            if new_ndn:
+                self._authorize(who, new_ndn, "add")
         return await self.submit_as(who, ModifyDNCommand(dn, new_rdn, delete_old_rdn, new_superior,
                                                  uuid.uuid4().hex, self._actor(who),
                                                  generalized_time()))
@@ -369,6 +579,45 @@ class Operations:
     @property
     def password_scheme(self) -> str:
         return str(self.node.config.security.passwordHash)
+
+    async def check_new_passwords(self, who: Identity, values: Iterable[bytes],
+                                  entry: Entry | None) -> None:
+        """Apply ``security.passwordPolicy`` to new cleartext values (constraintViolation,
+        19, naming the rule); ``{SCHEME}`` values are accepted from the root DN only."""
+        policy = self.node.config.security.passwordPolicy
+        if not policy.enabled:
+            return
+        for value in values:
+            if passwords.is_hashed(value):
+                if self.node.access.is_root(who.ndn):
+                    continue
+                raise OpError(ResultCode.CONSTRAINT_VIOLATION, f"{pwpolicy.PREFIX}pre-hashed "
+                              "{SCHEME} passwords may be set by the root DN only")
+            problem = pwpolicy.quality_problem(policy, value)
+            if problem is not None:
+                raise OpError(ResultCode.CONSTRAINT_VIOLATION, problem)
+            if entry is not None and policy.historyCount > 0:
+                old = list(entry.attrs.get(PASSWORD_ATTR, ()))
+                old += [pwpolicy.history_stored(h) for h in entry.attrs.get("pwdHistory", ())]
+                if old and await self._verify_any(value, old):
+                    raise OpError(ResultCode.CONSTRAINT_VIOLATION,
+                                  f"{pwpolicy.PREFIX}historyCount: the password was used "
+                                  f"recently (the last {policy.historyCount} may not be reused)")
+
+    async def password_changed(self, dn: str, before: Entry | None) -> None:
+        """After a password write: ``pwdChangedTime`` and ``pwdHistory`` (policy enabled)."""
+        policy = self.node.config.security.passwordPolicy
+        if not policy.enabled:
+            return
+        now = generalized_time()
+        changes: list[tuple[int, str, tuple[bytes, ...]]] = [
+            (MOD_REPLACE, "pwdChangedTime", (now.encode(),))]
+        if before is not None and policy.historyCount > 0:
+            history = pwpolicy.new_history(policy, now, before.attrs.get(PASSWORD_ATTR, ()),
+                                           before.attrs.get("pwdHistory", ()))
+            if history:
+                changes.append((MOD_REPLACE, "pwdHistory", tuple(history)))
+        await self.system_modify(dn, tuple(changes))
 
     async def hash_passwords(self, values: Iterable[bytes]) -> tuple[bytes, ...]:
         """Cleartext values hashed with ``security.passwordHash``; ``{SCHEME}`` values as given.
@@ -398,7 +647,7 @@ class Operations:
         Result codes as slapd gives them: anonymous -> strongerAuthRequired (8); no such user
         (the root DN included, it has no entry) -> noSuchObject (32); another user's password
         without the right -> insufficientAccessRights (50); a wrong or unverifiable old
-        password -> unwillingToPerform (53)."""
+        password -> unwillingToPerform (53). The password policy applies to the new one."""
         if who.anonymous:
             raise OpError(ResultCode.STRONGER_AUTH_REQUIRED,
                           "only authenticated users may change passwords")
@@ -418,23 +667,25 @@ class Operations:
                 raise OpError(ResultCode.UNWILLING_TO_PERFORM, "unwilling to verify old password")
         generated: bytes | None = None
         if new is None:
-            generated = "".join(secrets.choice(_PASSWORD_ALPHABET)
-                                for _ in range(GENERATED_PASSWORD_LENGTH)).encode()
+            policy = self.node.config.security.passwordPolicy
+            generated = pwpolicy.generate(policy, GENERATED_PASSWORD_LENGTH)
             new = generated
         if not new:
             raise OpError(ResultCode.UNWILLING_TO_PERFORM, "new password is empty")
+        await self.check_new_passwords(who, [new], entry)
         hashed = await self.hash_passwords([new])
         change = ((MOD_REPLACE, PASSWORD_ATTR, hashed),)
         await self.submit_as(who, ModifyCommand(entry.dn, change, uuid.uuid4().hex,
                                                 self._actor(who), generalized_time()))
+        await self.password_changed(entry.dn, entry)
         return generated
 
 
 MOD_ADD, MOD_DELETE, MOD_REPLACE = 0, 1, 2
 
 
-def protected_in(flt: Filter) -> frozenset[str] | None:
-    """The protected attributes (canonical names) a filter mentions, or None."""
+def filter_attrs(flt: Filter) -> set[str]:
+    """The attribute types (as written, options removed) a filter mentions."""
     found: set[str] = set()
     stack: list[Filter] = [flt]
     while stack:
@@ -445,6 +696,31 @@ def protected_in(flt: Filter) -> frozenset[str] | None:
             stack.append(f.filter)
         else:
             attr = getattr(f, "attr", None)
-            if attr and attr.split(";", 1)[0].lower() in PROTECTED_ATTRS:
-                found.add("userPassword")
+            if attr:
+                found.add(attr.split(";", 1)[0])
+    return found
+
+
+def undefine(flt: Filter, blind: frozenset[str], schema: Any) -> Filter:
+    """``flt`` with every item on a ``blind`` attribute (lower-case canonical names) replaced
+    by an item that evaluates to Undefined."""
+    if isinstance(flt, And):
+        return And(tuple(undefine(f, blind, schema) for f in flt.filters))
+    if isinstance(flt, Or):
+        return Or(tuple(undefine(f, blind, schema) for f in flt.filters))
+    if isinstance(flt, Not):
+        return Not(undefine(flt.filter, blind, schema))
+    if isinstance(flt, Equality | Approx | GreaterOrEqual | LessOrEqual | Present | Substrings
+                  | Extensible):
+        attr = getattr(flt, "attr", None)
+        if attr:
+            name = attr.split(";", 1)[0]
+            if (schema.canonical(name) or name).lower() in blind:
+                return Equality(UNDEFINED_ATTR, b"")
+    return flt
+
+
+def protected_in(flt: Filter) -> frozenset[str] | None:
+    """The protected attributes (canonical names) a filter mentions, or None."""
+    found = {"userPassword" for a in filter_attrs(flt) if a.lower() in PROTECTED_ATTRS}
     return frozenset(found) if found else None

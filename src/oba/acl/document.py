@@ -2,15 +2,16 @@
 
 Format (YAML): ``version`` (int >= 1), ``defaultPolicy`` (allow | deny), ``rules``: a list of
 ``{target, subject, scope, rights, attributes, deny}``. ``target`` is a DN or ``*``;
-``subject`` is ``anonymous``, ``authenticated``, ``self``, ``*``, a DN, or a DN pattern with
-``*`` as a whole RDN value (``cn=*,ou=services,dc=example,dc=com``); ``scope`` is base, one
+``subject`` is ``anonymous``, ``authenticated``, ``self``, ``*``, a DN, a DN pattern with
+``*`` as a whole RDN value (``cn=*,ou=services,dc=example,dc=com``), or ``group:<DN>`` (the
+members of that groupOfNames / groupOfUniqueNames); ``scope`` is base, one
 (alias onelevel) or subtree (default); ``rights`` a non-empty subset of read, write, add,
 delete, search, compare, all; ``attributes`` attribute names (empty or ``*``: all).
 
 Rules for this module: a document is only ever built through ``parse_acl``/``validate_acl``,
 which report every problem (``rules[2].subject: ...``), never just the first. Attribute names
 and DN attribute types are checked against a schema when one is given. There is no evaluator
-here: deciding access is the access-policy layer's job.
+here: deciding access is ``oba.acl.engine``'s job.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ Right = Literal["read", "write", "add", "delete", "search", "compare", "all"]
 AclScope = Literal["base", "one", "onelevel", "subtree"]
 Policy = Literal["allow", "deny"]
 SPECIAL_SUBJECTS = frozenset({"anonymous", "authenticated", "self", "*"})
+GROUP_PREFIX = "group:"
+
 
 
 class AclError(ValueError):
@@ -58,7 +61,8 @@ class AclRule(BaseModel):
 
     target: str = Field(description="DN the rule applies to, or * for every entry.")
     subject: str = Field(
-        description="anonymous, authenticated, self, *, a DN, or a DN pattern with * values."
+        description="anonymous, authenticated, self, *, a DN, a DN pattern with * values, or "
+        "group:<DN> (members of a groupOfNames / groupOfUniqueNames)."
     )
     scope: AclScope = Field(default="subtree", description="base, one (onelevel) or subtree.")
     rights: list[Right] = Field(min_length=1, description="Rights granted (or denied).")
@@ -79,6 +83,8 @@ class AclRule(BaseModel):
         value = value.strip()
         if value.lower() in SPECIAL_SUBJECTS:
             return value.lower()
+        if value[:6].lower() == GROUP_PREFIX:
+            return GROUP_PREFIX + _check_dn(value[6:].strip(), "group", pattern=False)
         return _check_dn(value, "subject", pattern=True)
 
     @field_validator("attributes")
@@ -115,6 +121,8 @@ def _schema_problems(doc: AclDocument, schema: Schema) -> list[str]:
         for field_name, value in (("target", rule.target), ("subject", rule.subject)):
             if value == "*" or value in SPECIAL_SUBJECTS:
                 continue
+            if value.startswith(GROUP_PREFIX):
+                value = value[len(GROUP_PREFIX):]
             for rdn in parse_dn(value):
                 for attr, _ in rdn:
                     if schema.attribute(attr) is None:

@@ -74,6 +74,12 @@ OPERATIONAL = frozenset(
     }
 )
 _INTEGER_RULES = frozenset({"integermatch"})
+# The server's own bookkeeping writes (password policy, lockout): a ModifyCommand with this
+# actor may set these NO-USER-MODIFICATION attributes and leaves modifiersName/modifyTimestamp
+# alone. Only the server issues commands with it (operations.py never uses it for a client).
+SYSTEM_ACTOR = "cn=oba-system"
+SERVER_MANAGED = frozenset({"pwdchangedtime", "pwdhistory", "pwdfailuretime",
+                            "pwdaccountlockedtime"})
 
 
 @dataclass(slots=True)
@@ -262,7 +268,8 @@ def _schema_check(schema: SchemaLike, attrs: dict[str, list[bytes]]) -> None:
     if extensible:
         return
     for name in attrs:
-        if name.lower() not in allowed and not _no_user_mod(schema, name):
+        if name.lower() not in allowed and not _no_user_mod(schema, name) \
+                and not _operational(schema, name):
             raise _Fail(OBJECT_CLASS_VIOLATION, f"attribute '{name}' not allowed")
 
 
@@ -444,9 +451,10 @@ def _modify(txn: WriteTxn, cmd: ModifyCommand, ctx: ApplyContext) -> ApplyResult
     old = _load(txn, ndn)
     attrs = {k: list(v) for k, v in old.attrs.items()}
     replaced: set[str] = set()
+    system = cmd.actor == SYSTEM_ACTOR
     for op, name, values in cmd.changes:
         canon = _canon(schema, name)
-        if _no_user_mod(schema, canon):
+        if _no_user_mod(schema, canon) and not (system and canon.lower() in SERVER_MANAGED):
             raise _Fail(CONSTRAINT_VIOLATION, f"{name}: no user modification allowed")
         if op != 3:
             given = _normalised(schema, name, canon, values)
@@ -500,7 +508,8 @@ def _modify(txn: WriteTxn, cmd: ModifyCommand, ctx: ApplyContext) -> ApplyResult
     _rdn_check(schema, dn[0], attrs)
     _schema_check(schema, attrs)
     _single_value_check(schema, attrs)
-    _stamp(attrs, cmd.actor, cmd.time)
+    if not system:
+        _stamp(attrs, cmd.actor, cmd.time)
     new = Entry(old.id, old.dn, attrs)
     txn.put_entry(new, old)
     work = GroupWork(txn, schema, cmd.time)

@@ -1,9 +1,12 @@
 """Admin routes (root DN only): the ACL document and the node's configuration.
 
 Rules for this module:
-- ACL: there is no ACL engine and no ``aclFile`` config key yet, so the document lives in
-  memory (validated for real: rights, scope, subject, target DN syntax, attribute types);
-  ``reload``/``save`` answer 409 ``no_acl_file``. The rules are not enforced yet.
+- ACL: the document in force is ``node.access`` (enforced by ``oba.operations``). Rule and
+  default-policy changes are validated, then replicated as one ``acl.set`` SystemCommand with
+  the whole document (``oba.acl.runtime``); under the built-in default they start from an empty
+  deny-by-default document. ``reload``/``save`` work on ``aclFile`` (409 ``no_acl_file``
+  without one); a broken file is a 400 naming the problems, and the rules in force stay.
+  ``explain`` reports the deciding rule (or ``"default"``) and why.
 - Config: every response masks secrets. PATCH changes only hot-reloadable keys (``HOT_KEYS``)
   after validating the whole section through its pydantic model; any other key is a 400 naming
   it. ``reload`` re-reads the file the node was started from and applies its hot keys, listing
@@ -17,17 +20,23 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from oba.acl.document import AclError, AclRule, validate_acl, validate_rule
+from oba.acl.document import AclDocument, AclError, AclRule, validate_acl, validate_rule
+from oba.acl.runtime import set_document
 from oba.config import Config, ConfigError, dump_config, load_config
+from oba.operations import Identity
+from oba.protocol.dn import DNError
 from oba.rest import models as m
 from oba.rest.auth import Admin, State
 from oba.rest.errors import ERROR_RESPONSES, ApiError
 from oba.rest.state import RestState
+from oba.schema import InvalidValue, UndefinedAttribute
+
+Right = Literal["read", "write", "add", "delete", "search", "compare"]
 
 log = logging.getLogger("oba.rest")
 router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
@@ -47,20 +56,50 @@ TOP_LEVEL_KEYS = tuple(name for name in Config.model_fields if name not in SECTI
 
 # ------------------------------------------------------------------ acl
 
+EMPTY_DOCUMENT = AclDocument(defaultPolicy="deny")
+
+
+class ExplainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bindDN: str = Field(default="", description="Who asks (empty: anonymous).")
+    targetDN: str = Field(description="The entry asked about.")
+    right: Right = Field(description="read, write, add, delete, search or compare.")
+    attribute: str | None = Field(default=None, description="An attribute (none: the entry).")
+
+
+class ExplainRule(BaseModel):
+    index: int
+    rule: AclRule
+
+
+class ExplainResponse(BaseModel):
+    allowed: bool
+    rule: ExplainRule | Literal["default"]
+    reason: str
+
+
+def _document(state: RestState) -> AclDocument:
+    """The document in force; under the built-in default, an empty deny-by-default document
+    (API changes start from it, so a first rule never opens everything up)."""
+    doc = state.node.access.document
+    return doc if doc is not None else EMPTY_DOCUMENT
+
+
 def _acl_view(state: RestState) -> dict[str, Any]:
-    acl = state.acl
-    return {
-        "defaultPolicy": acl.document.defaultPolicy,
-        "rules": [r.model_dump() for r in acl.document.rules],
-        "stats": {"ruleCount": len(acl.document.rules), "lastReload": acl.last_reload,
-                  "reloadCount": acl.reload_count, "filePath": acl.file_path},
-    }
+    doc = _document(state)
+    manager = state.node.access.manager
+    stats = manager.stats() if manager is not None else {
+        "ruleCount": len(doc.rules), "lastReload": None, "reloadCount": 0, "filePath": None}
+    return {"defaultPolicy": doc.defaultPolicy, "rules": [r.model_dump() for r in doc.rules],
+            "stats": stats}
 
 
 def _rule_index(state: RestState, index: int) -> int:
-    if not 0 <= index < len(state.acl.document.rules):
+    rules = _document(state).rules
+    if not 0 <= index < len(rules):
         raise ApiError(404, "rule_not_found",
-                       f"no ACL rule at index {index} ({len(state.acl.document.rules)} rules)")
+                       f"no ACL rule at index {index} ({len(rules)} rules)")
     return index
 
 
@@ -71,9 +110,30 @@ def _rule(state: RestState, data: object) -> AclRule:
         raise ApiError(400, "invalid_rule", "; ".join(exc.errors)) from None
 
 
-def _no_acl_file() -> ApiError:
-    return ApiError(409, "no_acl_file", "no ACL file is configured (there is no aclFile setting "
-                    "yet): rules live in memory only")
+async def _replace(state: RestState, who: Identity, doc: AclDocument) -> None:
+    """Replicate ``doc`` as the new document (an ``acl.set`` command) and enforce it."""
+    manager = state.node.access.manager
+    try:
+        if manager is not None:
+            await manager.set_document(doc, who.dn)
+        else:
+            await set_document(state.node, doc, who.dn)
+    except AclError as exc:
+        raise ApiError(400, "invalid_acl", str(exc)) from None
+    log.info("ACL changed over REST by %s: %d rules, defaultPolicy %s", who.dn, len(doc.rules),
+             doc.defaultPolicy)
+
+
+def _editable(state: RestState) -> AclDocument:
+    return _document(state).model_copy(deep=True)
+
+
+def _file_manager(state: RestState) -> Any:
+    manager = state.node.access.manager
+    if manager is None or manager.file_path is None:
+        raise ApiError(409, "no_acl_file", "no ACL file is configured (aclFile is empty): rules "
+                       "set over the API are stored in the directory")
+    return manager
 
 
 @router.get("/acl", response_model=m.AclResponse, tags=["acl"], summary="The ACL document")
@@ -83,64 +143,108 @@ async def acl_get(state: State, who: Admin) -> dict[str, Any]:
 
 @router.get("/acl/rules", response_model=m.AclRulesResponse, tags=["acl"], summary="All rules")
 async def acl_rules(state: State, who: Admin) -> dict[str, Any]:
-    rules = state.acl.document.rules
+    rules = _document(state).rules
     return {"rules": [r.model_dump() for r in rules], "count": len(rules)}
 
 
 @router.get("/acl/rules/{index}", response_model=AclRule, tags=["acl"], summary="One rule")
 async def acl_rule(index: int, state: State, who: Admin) -> dict[str, Any]:
-    return state.acl.document.rules[_rule_index(state, index)].model_dump()
+    return _document(state).rules[_rule_index(state, index)].model_dump()
 
 
 @router.post("/acl/rules", status_code=201, response_model=m.AclRuleChanged, tags=["acl"],
-             summary="Insert a rule (index -1 appends)")
+             summary="Insert a rule (index -1 appends); replicated")
 async def acl_add(req: m.AclRuleAdd, state: State, who: Admin) -> dict[str, Any]:
     rule = _rule(state, req.rule)
-    rules = state.acl.document.rules
+    doc = _editable(state)
     if req.index == -1:
-        rules.append(rule)
-    elif 0 <= req.index <= len(rules):
-        rules.insert(req.index, rule)
+        doc.rules.append(rule)
+    elif 0 <= req.index <= len(doc.rules):
+        doc.rules.insert(req.index, rule)
     else:
         raise ApiError(400, "invalid_index",
-                       f"index {req.index} is outside 0..{len(rules)} (or -1 to append)")
+                       f"index {req.index} is outside 0..{len(doc.rules)} (or -1 to append)")
+    await _replace(state, who, doc)
     return {"message": "rule added", "rule": rule.model_dump()}
 
 
 @router.put("/acl/rules/{index}", response_model=m.AclRuleChanged, tags=["acl"],
-            summary="Replace a rule")
+            summary="Replace a rule; replicated")
 async def acl_put(index: int, rule_data: Annotated[dict[str, Any], Body()], state: State,
                   who: Admin) -> dict[str, Any]:
     i = _rule_index(state, index)
     rule = _rule(state, rule_data)
-    state.acl.document.rules[i] = rule
+    doc = _editable(state)
+    doc.rules[i] = rule
+    await _replace(state, who, doc)
     return {"message": "rule updated", "rule": rule.model_dump()}
 
 
 @router.delete("/acl/rules/{index}", response_model=m.MessageResponse, tags=["acl"],
-               summary="Delete a rule")
+               summary="Delete a rule; replicated")
 async def acl_delete(index: int, state: State, who: Admin) -> dict[str, Any]:
-    del state.acl.document.rules[_rule_index(state, index)]
+    i = _rule_index(state, index)
+    doc = _editable(state)
+    del doc.rules[i]
+    await _replace(state, who, doc)
     return {"message": f"rule {index} deleted"}
 
 
 @router.put("/acl/default", response_model=m.AclDefaultResponse, tags=["acl"],
-            summary="Set the default policy")
+            summary="Set the default policy; replicated")
 async def acl_default(req: m.AclDefaultRequest, state: State, who: Admin) -> dict[str, Any]:
-    state.acl.document.defaultPolicy = req.policy
+    doc = _editable(state)
+    doc.defaultPolicy = req.policy
+    await _replace(state, who, doc)
     return {"message": "default policy updated", "policy": req.policy}
 
 
 @router.post("/acl/reload", response_model=m.MessageResponse, tags=["acl"],
-             summary="Reload the ACL file (409 while there is none)")
+             summary="Re-read the ACL file (400 and no change when it is broken)")
 async def acl_reload(state: State, who: Admin) -> dict[str, Any]:
-    raise _no_acl_file()
+    manager = _file_manager(state)
+    try:
+        doc = manager.reload_file(f"REST reload by {who.dn}")
+    except AclError as exc:
+        raise ApiError(400, "invalid_acl", f"ACL file rejected, the previous rules stay in "
+                       f"force: {exc}") from None
+    return {"message": f"ACL reloaded from {manager.file_path}: {len(doc.rules)} rules"}
 
 
 @router.post("/acl/save", response_model=m.FileResponse, tags=["acl"],
-             summary="Save the ACL file (409 while there is none)")
+             summary="Write the document in force to the ACL file")
 async def acl_save(state: State, who: Admin) -> dict[str, Any]:
-    raise _no_acl_file()
+    manager = _file_manager(state)
+    try:
+        path = manager.save()
+    except AclError as exc:
+        raise ApiError(409, "no_acl_document", str(exc)) from None
+    except OSError as exc:
+        raise ApiError(500, "save_failed", f"cannot write {manager.file_path}: "
+                       f"{exc.strerror}") from None
+    return {"message": "ACL saved", "filePath": path}
+
+
+@router.post("/acl/explain", response_model=ExplainResponse, tags=["acl"],
+             summary="Which rule decides a right for a bind DN on a target, and why")
+async def acl_explain(req: ExplainRequest, state: State, who: Admin) -> dict[str, Any]:
+    schema = state.node.schema
+    try:
+        bind_ndn = schema.normalize_dn(req.bindDN) if req.bindDN else ""
+        target_ndn = schema.normalize_dn(req.targetDN)
+    except (DNError, InvalidValue, UndefinedAttribute) as exc:
+        raise ApiError(400, "invalid_dn", f"invalid DN: {exc}", 34) from None
+    attr = None
+    if req.attribute:
+        attr = schema.canonical(req.attribute.split(";", 1)[0])
+        if attr is None:
+            raise ApiError(400, "undefined_attribute",
+                           f"{req.attribute}: attribute type undefined", 17)
+    decision = state.node.access.decide(bind_ndn, target_ndn, req.right, attr)
+    rule: dict[str, Any] | str = "default"
+    if decision.rule_index is not None and decision.rule is not None:
+        rule = {"index": decision.rule_index, "rule": decision.rule.model_dump()}
+    return {"allowed": decision.allowed, "rule": rule, "reason": decision.reason}
 
 
 @router.post("/acl/validate", response_model=m.ValidateResponse, tags=["acl"],

@@ -2,9 +2,10 @@
 
 Rules for this module: every read and write goes through ``oba.operations`` with the caller's
 ``Identity`` (so LDAP's access decisions and Command path apply); an ``OpError`` escapes to the
-app's handler, which maps its result code to HTTP. DNs in paths are URL-encoded. Lockout lands
-with issue 6: until then ``unlock``/``lock-status`` use an in-memory placeholder that knows no
-locked accounts.
+app's handler, which maps its result code to HTTP. DNs in paths are URL-encoded. Lockout state
+is the entry's draft-behera attributes (``pwdFailureTime``, ``pwdAccountLockedTime``): read by
+``lock-status``, cleared by ``unlock`` through the Command path (root DN, or whoever the ACL
+lets write ``pwdAccountLockedTime``).
 """
 
 from __future__ import annotations
@@ -76,19 +77,14 @@ def parse_search_filter(text: str) -> Filter:
 @router.get("/entries/{dn:path}/lock-status", response_model=m.LockStatusResponse,
             tags=["entries"], summary="Whether the account is locked out")
 async def lock_status(dn: str, state: State, who: Who) -> dict[str, Any]:
-    entry = state.ops.get_entry(who, dn)
-    ndn = state.ops.normalize_dn(entry.dn)
-    return {"dn": entry.dn, "locked": ndn in state.locked}
+    status = state.ops.lock_status(who, dn)
+    return {"dn": status["dn"], "locked": status["locked"]}
 
 
 @router.post("/entries/{dn:path}/unlock", response_model=m.UnlockResponse, tags=["entries"],
-             summary="Clear a lockout (placeholder until lockout lands)")
+             summary="Clear a lockout (failed-bind count and lock)")
 async def unlock(dn: str, state: State, who: Who) -> dict[str, Any]:
-    entry = state.ops.get_entry(who, dn)
-    denied = state.node.access.check_write(who.ndn, state.ops.normalize_dn(entry.dn), None)
-    if denied is not None:
-        raise from_op_error(OpError(denied.code, denied.message))
-    state.locked.discard(state.ops.normalize_dn(entry.dn))
+    await state.ops.unlock(who, dn)
     return {"success": True, "locked": False}
 
 
