@@ -23,6 +23,7 @@ from oba.operations import OpError
 from oba.rest import middleware as mw
 from oba.rest import (
     routes_admin,
+    routes_backup,
     routes_cluster,
     routes_entries,
     routes_events,
@@ -102,6 +103,7 @@ def create_app(state: RestState | None) -> FastAPI:
                    routes_cluster.router, routes_logs.router, routes_events.router,
                    routes_metrics.router):
         app.include_router(router)
+    app.include_router(routes_backup.router)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(OpError, _op_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

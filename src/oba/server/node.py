@@ -35,6 +35,27 @@ class Stats:
     requests: int = 0
     operations: Counter[str] = field(default_factory=Counter)
     results: Counter[int] = field(default_factory=Counter)
+    # added for oba.metrics (H9): per (operation, result code) counts and latency histograms,
+    # filled by ``observe`` (the LDAP connection calls it when it answers a request)
+    op_results: Counter[tuple[str, int]] = field(default_factory=Counter)
+    latency_buckets: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                          0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+    latency_counts: dict[str, list[int]] = field(default_factory=dict)
+    latency_sums: dict[str, float] = field(default_factory=dict)
+
+    def observe(self, op: str, code: int, seconds: float) -> None:
+        """Record one answered operation: its type, result code and duration."""
+        self.op_results[(op, code)] += 1
+        counts = self.latency_counts.get(op)
+        if counts is None:
+            counts = self.latency_counts[op] = [0] * (len(self.latency_buckets) + 1)
+        i = 0
+        for bound in self.latency_buckets:
+            if seconds <= bound:
+                break
+            i += 1
+        counts[i] += 1
+        self.latency_sums[op] = self.latency_sums.get(op, 0.0) + seconds
 
 
 @dataclass

@@ -359,10 +359,12 @@ class Store:
         return db
 
     def copy_to(self, directory: str | Path) -> None:
-        """A consistent, compacted copy of the environment into an empty ``directory``
-        (call from the writer thread so that it reflects exactly the last commit)."""
+        """A consistent copy of the environment into an empty ``directory`` (call from the
+        writer thread so that it reflects exactly the last commit). Not compacted: LMDB's
+        compacting copy (MDB_CP_COMPACT, LMDB 0.9.36 via py-lmdb 3.0) crashes the process on
+        Oba's dupsort/dupfixed databases."""
         Path(directory).mkdir(parents=True, exist_ok=True)
-        self.env.copy(str(directory), compact=True)
+        self.env.copy(str(directory), compact=False)
 
     def restore_from(self, data_file: str | Path) -> None:
         """Replace the whole database by ``data_file`` (an LMDB ``data.mdb``, consumed):

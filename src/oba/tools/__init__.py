@@ -1,0 +1,1 @@
+"""Administration tools behind ``oba backup|restore|import|export|user`` (see oba.cli)."""
