@@ -238,8 +238,41 @@ def _structural_unchanged(schema: SchemaLike, old: Entry, attrs: dict[str, list[
     attrs["structuralObjectClass"] = [was.encode("utf-8")]
 
 
+_CheckKey = tuple[tuple[bytes, ...], frozenset[str]]
+
+
 def _schema_check(schema: SchemaLike, attrs: dict[str, list[bytes]]) -> None:
-    """objectClass present, a structural class, MUST present, nothing outside MUST/MAY."""
+    """objectClass present, a structural class, MUST present, nothing outside MUST/MAY.
+
+    The outcome depends only on the class list and on which attributes are present, so it is
+    memoised on those (bulk imports and typical writes repeat a handful of shapes)."""
+    checks: dict[_CheckKey, tuple[int, str] | None] | None = getattr(
+        schema, "_apply_schema_checks", None)
+    if checks is None:
+        checks = {}
+        try:
+            schema._apply_schema_checks = checks  # type: ignore[attr-defined]
+        except AttributeError:  # a schema object that takes no attributes: no memo
+            _schema_check_uncached(schema, attrs)
+            return
+    key = (tuple(attrs.get("objectClass", ())),
+           frozenset(name for name, values in attrs.items() if values))
+    try:
+        cached = checks[key]
+    except KeyError:
+        try:
+            _schema_check_uncached(schema, attrs)
+            cached = None
+        except _Fail as fail:
+            cached = (fail.result.code, fail.result.message)
+        if len(checks) > 4096:
+            checks.clear()
+        checks[key] = cached
+    if cached is not None:
+        raise _Fail(cached[0], cached[1])
+
+
+def _schema_check_uncached(schema: SchemaLike, attrs: dict[str, list[bytes]]) -> None:
     classes = attrs.get("objectClass")
     if not classes:
         raise _Fail(OBJECT_CLASS_VIOLATION, "no objectClass attribute")
