@@ -4,7 +4,8 @@ Rules for this module: uvicorn runs as tasks of the running loop (``loop="none"`
 no second loop, no thread) and never touches signal handling or logging setup (the node owns
 both). ``start_rest`` returns once the listeners are bound (or raises ``OSError``) and gives
 back an async ``stop`` that asks uvicorn to exit, forcing it after ``STOP_GRACE`` seconds.
-HTTPS listens on ``rest.tlsAddress`` when it and ``server.tlsCert``/``tlsKey`` are set.
+HTTPS listens on ``rest.tlsAddress`` when it and ``server.tlsCert``/``tlsKey`` are set, and
+serves the certificate ``oba.server.tls`` keeps current (a reload there applies here too).
 """
 
 from __future__ import annotations
@@ -62,6 +63,12 @@ async def start_rest(runtime: Any) -> Callable[[], Awaitable[None]]:
                 app, host=host, port=port, loop="none", lifespan="off", log_config=None,
                 log_level=_level(str(cfg.logging.level)), access_log=False,
                 proxy_headers=False, server_header=False, **extra))
+            tls = getattr(runtime, "tls", None)
+            if extra and tls is not None:
+                # serve the certificate oba.server.tls keeps current (reloaded on change)
+                server.config.load()
+                assert server.config.ssl is not None
+                server.config.ssl.sni_callback = tls.sni_switch
             task = asyncio.create_task(server.serve(), name=f"rest {address}")
             servers.append((server, task))
             await _wait_started(server, task, address)

@@ -5,12 +5,32 @@ API); this module only turns PDUs into calls and results into PDUs. Reads answer
 event loop; writes and binds run as tasks and answer when done. Every request gets exactly one
 final response (abandon and unbind excepted); a malformed PDU gets a Notice of Disconnection and
 the connection is closed. No exception escapes to the event loop.
+
+Resource rules (hostile clients):
+- Backpressure, not errors: the connection stops reading requests (``pause_reading``) while
+  ``MAX_PENDING`` requests are outstanding or while the transport's write buffer is above its
+  high-water mark, and resumes when both drop. Memory per connection is thus bounded by the
+  high-water mark, one search chunk and one read.
+- ``server.readTimeout``: a connection with nothing outstanding that sends nothing for that long
+  gets a Notice of Disconnection (unavailable) and is closed. ``server.writeTimeout``: a client
+  that drains none of the waiting output for that long is aborted (its buffer is full, so no
+  notice can reach it). Both are read live from the config; 0 disables them.
+- TLS (``tls`` set): StartTLS (RFC 4511 4.14) answers in the clear, then upgrades the transport;
+  refused with operationsError when TLS is already active or requests are outstanding; plaintext
+  sent after the request and before the handshake is a protocol violation. Without ``tls`` the
+  OID is unknown (protocolError, as slapd). ``implicit_tls``: an LDAPS connection (the listener
+  did the handshake).
+  ``security.requireTLS`` refuses simple binds with a password in the clear (13).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import ssl
+import struct
 from collections.abc import Awaitable, Iterable, Iterator
 from itertools import islice
 from typing import Any
@@ -63,6 +83,7 @@ from oba.server.node import Node
 from oba.server.paging import CookieJar, PageState, PagingError
 from oba.server.psearch import PersistentSearchJob
 from oba.server.sorting import ResolvedKey, SortError, check_keys, sort_entries
+from oba.server.tls import STARTTLS_OID, ServerTLS
 
 log = logging.getLogger("oba.ldap")
 
@@ -78,6 +99,8 @@ SEARCH_CONTROLS = KNOWN_CONTROLS | {OID_PAGED_RESULTS, OID_SORT_REQUEST, OID_PER
 # A search answers this many entries at once on the loop; a larger result continues in a task
 # that yields to the loop every CHUNK entries and waits while the transport is paused.
 CHUNK = 256
+# Requests of one connection being processed at once; beyond it the connection stops reading.
+MAX_PENDING = 128
 
 _RESPONSE: dict[type, type] = {
     SearchRequest: SearchResultDone,
@@ -92,7 +115,8 @@ _RESPONSE: dict[type, type] = {
 
 
 class LDAPConnection(asyncio.Protocol):
-    def __init__(self, node: Node, ops: Operations | None = None) -> None:
+    def __init__(self, node: Node, ops: Operations | None = None, tls: ServerTLS | None = None,
+                 implicit_tls: bool = False) -> None:
         self.node = node
         self.ops = ops if ops is not None else Operations(node)
         self.decoder = LDAPDecoder(node.config.server.maxMessageSize)
@@ -104,6 +128,19 @@ class LDAPConnection(asyncio.Protocol):
         self.cookies = CookieJar()
         self._writable = asyncio.Event()
         self._writable.set()
+        self.tls = tls
+        self.implicit_tls = implicit_tls
+        self.tls_active = False
+        self._upgrading = False
+        self._upgrade_task: asyncio.Future[None] | None = None
+        self._reading_paused = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_active = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self._written = 0  # bytes handed to the transport
+        self._flushed_mark = 0
+        self._progress_at = 0.0
 
     @property
     def bind_dn(self) -> str:
@@ -121,15 +158,22 @@ class LDAPConnection(asyncio.Protocol):
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.node.stats.connections += 1
         self.node.stats.total_connections += 1
+        self._loop = asyncio.get_running_loop()
+        self._last_active = self._loop.time()
         limit = self.node.config.server.maxConnections
         if limit and self.node.stats.connections > limit:
             log.warning("connection from %s refused: maxConnections (%d) reached", self.peer, limit)
             self.disconnect(ResultCode.UNAVAILABLE, "too many connections")
+            return
+        # LDAPS: the listener's transport has finished its handshake before this call
+        self.tls_active = self.implicit_tls or transport.get_extra_info("ssl_object") is not None
+        self._arm_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed:
             self.closed = True
             self.node.stats.connections -= 1
+        self._cancel_timers()
         for task in self.pending.values():
             # a write already submitted still completes in the writer; only the answer is lost
             task.cancel()
@@ -140,17 +184,33 @@ class LDAPConnection(asyncio.Protocol):
     def pause_writing(self) -> None:
         """The transport's write buffer is above its high-water mark: stop producing."""
         self._writable.clear()
+        self._watch_stall()
 
     def resume_writing(self) -> None:
         self._writable.set()
+        self._unblock()
 
     async def wait_writable(self) -> None:
         if not self._writable.is_set():
             await self._writable.wait()
 
     def data_received(self, data: bytes) -> None:
+        if self._loop is not None:
+            self._last_active = self._loop.time()
         self.decoder.feed(data)
+        self._process()
+
+    def _blocked(self) -> bool:
+        return len(self.pending) >= MAX_PENDING or not self._writable.is_set()
+
+    def _process(self) -> None:
+        """Dispatch the buffered requests, unless upgrading to TLS or blocked (backpressure)."""
         while not self.closed:
+            if self._upgrading:
+                return
+            if self._blocked():
+                self._pause_reading()
+                return
             try:
                 msg = self.decoder.next_message()
             except ProtocolError as exc:
@@ -167,9 +227,25 @@ class LDAPConnection(asyncio.Protocol):
 
     # ------------------------------------------------------------------ output
 
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def _unblock(self) -> None:
+        """Resume reading once neither the pending cap nor the write buffer holds us back."""
+        if not self._reading_paused or self.closed or self._blocked():
+            return
+        self._reading_paused = False
+        if self.transport is not None:
+            self.transport.resume_reading()
+        if self._loop is not None:
+            self._loop.call_soon(self._process)
+
     def send(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
             self.transport.write(data)
+            self._written += len(data)
 
     def reply(self, message_id: int, op: ProtocolOp, controls: tuple[Control, ...] = ()) -> None:
         self.send(encode_message(LDAPMessage(message_id, op, controls)))
@@ -178,6 +254,8 @@ class LDAPConnection(asyncio.Protocol):
                matched: str = "", controls: tuple[Control, ...] = ()) -> None:
         """The final response to request ``op`` with the given result."""
         self.node.stats.results[int(code)] += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("conn %s op #%d result %d %s", self.peer, mid, int(code), message)
         result = LDAPResult(ResultCode(code), matched, message)
         resp_type = _RESPONSE.get(type(op), ExtendedResponse)
         self.reply(mid, resp_type(result), controls)
@@ -195,10 +273,148 @@ class LDAPConnection(asyncio.Protocol):
 
     def close(self) -> None:
         self.cookies.clear()
+        self._cancel_timers()
         if self.transport is not None and not self.closed:
             self.closed = True
             self.node.stats.connections -= 1
             self.transport.close()
+
+    def abort(self) -> None:
+        """Drop the connection at once, discarding unsent output (also the kernel's: the
+        socket lingers 0 s, so the peer gets a reset rather than the rest of the data)."""
+        self.cookies.clear()
+        self._cancel_timers()
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.node.stats.connections -= 1
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.transport.abort()
+
+    # ------------------------------------------------------------------ timeouts
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._idle_timer, self._stall_timer):
+            if timer is not None:
+                timer.cancel()
+        self._idle_timer = self._stall_timer = None
+
+    def _read_timeout(self) -> float:
+        return float(self.node.config.server.readTimeout.total_seconds())
+
+    def _write_timeout(self) -> float:
+        return float(self.node.config.server.writeTimeout.total_seconds())
+
+    def _arm_idle(self, delay: float | None = None) -> None:
+        if self._loop is None or self.closed:
+            return
+        timeout = self._read_timeout()
+        if delay is None:
+            delay = timeout if timeout > 0 else 5.0  # disabled: look again for a live change
+        self._idle_timer = self._loop.call_later(delay, self._idle_check)
+
+    def _idle_check(self) -> None:
+        self._idle_timer = None
+        if self.closed or self._loop is None:
+            return
+        timeout = self._read_timeout()
+        now = self._loop.time()
+        if timeout <= 0 or self.pending or self._upgrading or self._stall_timer is not None:
+            self._last_active = now  # busy (or no limit) counts as activity
+            self._arm_idle()
+            return
+        idle = now - self._last_active
+        if idle >= timeout:
+            log.info("connection from %s idle for %.0fs: closed", self.peer, idle)
+            self.disconnect(ResultCode.UNAVAILABLE, "connection idle for too long")
+            return
+        self._arm_idle(timeout - idle)
+
+    def _flushed(self) -> int:
+        assert self.transport is not None
+        return self._written - self.transport.get_write_buffer_size()
+
+    def _watch_stall(self) -> None:
+        """Output is waiting: from now on the client must drain some within writeTimeout."""
+        if self._stall_timer is not None or self._loop is None or self.closed:
+            return
+        timeout = self._write_timeout()
+        if timeout <= 0 or self.transport is None:
+            return
+        self._flushed_mark = self._flushed()
+        self._progress_at = self._loop.time()
+        self._stall_timer = self._loop.call_later(max(timeout / 4, 0.05), self._stall_check)
+
+    def _stall_check(self) -> None:
+        self._stall_timer = None
+        if self.closed or self.transport is None or self._loop is None:
+            return
+        timeout = self._write_timeout()
+        waiting = self.transport.get_write_buffer_size()
+        if timeout <= 0 or (waiting == 0 and self._writable.is_set()):
+            return
+        now = self._loop.time()
+        flushed = self._written - waiting
+        if flushed > self._flushed_mark:
+            self._flushed_mark = flushed
+            self._progress_at = now
+        elif now - self._progress_at >= timeout:
+            log.warning("client %s read none of %d waiting bytes for %.0fs: disconnected",
+                        self.peer, waiting, now - self._progress_at)
+            self.abort()
+            return
+        self._stall_timer = self._loop.call_later(max(timeout / 4, 0.05), self._stall_check)
+
+    # ------------------------------------------------------------------ TLS
+
+    def handle_starttls(self, mid: int, op: ExtendedRequest) -> None:
+        assert self.tls is not None
+        if op.value:
+            self.answer(mid, op, ResultCode.PROTOCOL_ERROR, "no request data expected")
+            return
+        if self.tls_active:
+            self.answer(mid, op, ResultCode.OPERATIONS_ERROR, "TLS already started")
+            return
+        if self.pending:
+            self.answer(mid, op, ResultCode.OPERATIONS_ERROR,
+                        "cannot start TLS when operations are outstanding")
+            return
+        if self.decoder.buffered():
+            self.disconnect(ResultCode.PROTOCOL_ERROR, "data sent before the TLS handshake")
+            return
+        self.node.stats.results[int(ResultCode.SUCCESS)] += 1
+        self.reply(mid, ExtendedResponse(LDAPResult(ResultCode.SUCCESS), name=STARTTLS_OID))
+        self._begin_upgrade(self.tls.context)
+
+    def _begin_upgrade(self, ctx: ssl.SSLContext) -> None:
+        """Stop reading at once (the next bytes are the client's TLS handshake, which the
+        reply just sent allows) and upgrade in a task."""
+        assert self.transport is not None
+        self._upgrading = True
+        self.transport.pause_reading()
+        self._upgrade_task = asyncio.ensure_future(self._upgrade(self.transport, ctx))
+
+    async def _upgrade(self, raw: asyncio.Transport, ctx: ssl.SSLContext) -> None:
+        loop = asyncio.get_running_loop()
+        timeout = self._read_timeout()
+        try:
+            tls = await loop.start_tls(raw, self, ctx, server_side=True,
+                                       ssl_handshake_timeout=timeout if timeout > 0 else None)
+        except Exception as exc:
+            log.info("TLS handshake with %s failed: %s", self.peer, exc)
+            raw.abort()
+            self.connection_lost(exc)
+            return
+        if tls is None or self.closed:
+            return
+        self.transport = tls
+        self.tls_active = True
+        self._upgrading = False
+        self._reading_paused = False
+        self._last_active = loop.time()
+        self._process()
 
     # ------------------------------------------------------------------ dispatch
 
@@ -208,6 +424,8 @@ class LDAPConnection(asyncio.Protocol):
         stats.requests += 1
         stats.operations[type(op).__name__] += 1
         mid = msg.message_id
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("conn %s op #%d %s", self.peer, mid, describe(op))
         if isinstance(op, UnbindRequest):
             self.close()
             return
@@ -278,6 +496,9 @@ class LDAPConnection(asyncio.Protocol):
     def _untrack(self, mid: int, task: asyncio.Task[None]) -> None:
         if self.pending.get(mid) is task:
             del self.pending[mid]
+        if self._loop is not None:
+            self._last_active = self._loop.time()
+        self._unblock()
         if not task.cancelled() and task.exception() is not None:
             log.error("request %d failed", mid, exc_info=task.exception())
             if not self.closed:
@@ -295,6 +516,10 @@ class LDAPConnection(asyncio.Protocol):
         if op.sasl_mechanism is not None:
             self.answer(mid, op, ResultCode.AUTH_METHOD_NOT_SUPPORTED,
                         "SASL(-4): no mechanism available: ")
+            return
+        if op.simple and self.node.config.security.requireTLS and not self.tls_active:
+            self.answer(mid, op, ResultCode.CONFIDENTIALITY_REQUIRED,
+                        "TLS confidentiality required")
             return
 
         async def run() -> None:
@@ -488,6 +713,9 @@ class LDAPConnection(asyncio.Protocol):
     # ------------------------------------------------------------------ extended
 
     def handle_extended(self, mid: int, op: ExtendedRequest) -> None:
+        if op.name == STARTTLS_OID and self.tls is not None:
+            self.handle_starttls(mid, op)
+            return
         handler = extended.HANDLERS.get(op.name)
         if handler is None:
             self.answer(mid, op, ResultCode.PROTOCOL_ERROR, f"{op.name} not supported")
@@ -505,6 +733,30 @@ class LDAPConnection(asyncio.Protocol):
                                              value=res.value))
 
         self._track(mid, asyncio.ensure_future(run()))
+
+
+def describe(op: ProtocolOp) -> str:
+    """A request for the debug log: its type and names, never a value (values may be
+    passwords: bind credentials, userPassword in adds, modifies, compares and filters)."""
+    name = type(op).__name__
+    if isinstance(op, BindRequest):
+        how = "simple" if op.sasl_mechanism is None else f"SASL {op.sasl_mechanism}"
+        return f"{name} dn={op.name!r} {how}"
+    if isinstance(op, SearchRequest):
+        return f"{name} base={op.base!r} scope={int(op.scope)} attrs={list(op.attributes)}"
+    if isinstance(op, CompareRequest):
+        return f"{name} dn={op.dn!r} attr={op.attr}"
+    if isinstance(op, AddRequest):
+        return f"{name} dn={op.dn!r} attrs={[a for a, _ in op.attributes]}"
+    if isinstance(op, ModifyRequest):
+        return f"{name} dn={op.dn!r} attrs={[a[0] for _, a in op.changes]}"
+    if isinstance(op, DelRequest | ModifyDNRequest):
+        return f"{name} dn={op.dn!r}"
+    if isinstance(op, ExtendedRequest):
+        return f"{name} oid={op.name}"
+    if isinstance(op, AbandonRequest):
+        return f"{name} id={op.message_id}"
+    return name
 
 
 def _paged(cookie: bytes) -> Control:

@@ -1,17 +1,21 @@
 """The LDAP TCP listener: accepts connections and hands each to an ``LDAPConnection``.
 
 Rules for this module: socket setup and connection bookkeeping only; protocol logic lives in
-``connection.py``.
+``connection.py``. ``tls`` (a ``ServerTLS``, set by ``oba.server.tls.start_ldaps``) enables
+StartTLS on every listener; a listener started with ``implicit_tls`` is LDAPS (the handshake,
+with the certificate current at that moment, precedes ``connection_made``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from oba.operations import Operations
 from oba.server.connection import LDAPConnection
 from oba.server.node import Node
+from oba.server.tls import ServerTLS
 
 log = logging.getLogger("oba.ldap")
 
@@ -31,19 +35,27 @@ class LDAPListener:
         self.ops = Operations(node)
         self.servers: list[asyncio.base_events.Server] = []
         self.connections: set[LDAPConnection] = set()
+        self.tls: ServerTLS | None = None
 
-    def _factory(self) -> LDAPConnection:
-        conn = _TrackedConnection(self.node, self.ops, self.connections)
-        return conn
+    def _factory(self, implicit_tls: bool = False) -> LDAPConnection:
+        return _TrackedConnection(self.node, self.ops, self.connections, self.tls, implicit_tls)
 
-    async def start(self, address: str) -> tuple[str, int]:
+    async def start(self, address: str, implicit_tls: bool = False) -> tuple[str, int]:
         host, port = split_address(address)
+        if implicit_tls and self.tls is None:
+            raise ValueError("LDAPS needs a TLS context")
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(self._factory, host, port, reuse_address=True,
-                                          backlog=1024)
+        extra: dict[str, Any] = {}
+        if implicit_tls and self.tls is not None:
+            timeout = self.node.config.server.readTimeout.total_seconds()
+            extra = {"ssl": self.tls.listener_context(),
+                     "ssl_handshake_timeout": timeout if timeout > 0 else None}
+        server = await loop.create_server(lambda: self._factory(implicit_tls), host, port,
+                                          reuse_address=True, backlog=1024, **extra)
         self.servers.append(server)
         sock = server.sockets[0].getsockname()
-        log.info("LDAP listening on ldap://%s:%d", sock[0], sock[1])
+        scheme = "ldaps" if implicit_tls else "ldap"
+        log.info("LDAP listening on %s://%s:%d", scheme, sock[0], sock[1])
         return str(sock[0]), int(sock[1])
 
     async def stop(self) -> None:
@@ -57,8 +69,9 @@ class LDAPListener:
 
 
 class _TrackedConnection(LDAPConnection):
-    def __init__(self, node: Node, ops: Operations, registry: set[LDAPConnection]) -> None:
-        super().__init__(node, ops)
+    def __init__(self, node: Node, ops: Operations, registry: set[LDAPConnection],
+                 tls: ServerTLS | None, implicit_tls: bool) -> None:
+        super().__init__(node, ops, tls=tls, implicit_tls=implicit_tls)
         self._registry = registry
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

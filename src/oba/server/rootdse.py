@@ -34,13 +34,19 @@ def _b(values: tuple[str, ...] | list[str]) -> list[bytes]:
     return [v.encode() for v in values]
 
 
+def _starttls(node: Node) -> tuple[str, ...]:
+    """StartTLS (RFC 4511 4.14) is advertised only when a certificate is configured (as slapd)."""
+    server = node.config.server
+    return ("1.3.6.1.4.1.1466.20037",) if server.tlsCert and server.tlsKey else ()
+
+
 def root_dse(node: Node) -> Entry:
     attrs: dict[str, list[bytes]] = {
         "objectClass": [b"top", b"extensibleObject"],
         "namingContexts": [node.base_dn.encode()],
         "supportedLDAPVersion": [b"3"],
         "supportedControl": _b(SUPPORTED_CONTROLS),
-        "supportedExtension": _b(SUPPORTED_EXTENSIONS),
+        "supportedExtension": _b(SUPPORTED_EXTENSIONS + _starttls(node)),
         "supportedFeatures": _b(SUPPORTED_FEATURES),
         "subschemaSubentry": [SUBSCHEMA_DN.encode()],
         "vendorName": [b"Oba"],
