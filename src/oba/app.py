@@ -41,6 +41,7 @@ from oba.storage import DEFAULT_INDEXES, Store
 
 if TYPE_CHECKING:  # cluster mode
     from oba.cluster.runtime import ClusterRuntime
+    from oba.server.tls import ServerTLS
 
 log = logging.getLogger("oba")
 
@@ -142,6 +143,7 @@ class NodeRuntime:
         store_cfg = config.logging.store
         set_archiver(self.store, Archiver(store_cfg.archiveDir, store_cfg.compress))
         self.stopping = asyncio.Event()
+        self.tls: ServerTLS | None = None  # set by start_ldaps when a certificate is configured
         # async callables run (in reverse order) when the node stops: REST server, cluster...
         self.stoppers: list[Callable[[], Awaitable[None]]] = []
 

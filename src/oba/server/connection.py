@@ -31,6 +31,7 @@ import logging
 import socket
 import ssl
 import struct
+import time
 from collections.abc import Awaitable, Iterable, Iterator
 from itertools import islice
 from typing import Any
@@ -125,6 +126,7 @@ class LDAPConnection(asyncio.Protocol):
         self.peer = "?"
         self.closed = False
         self.pending: dict[int, asyncio.Task[None]] = {}
+        self.started: dict[int, float] = {}  # message id -> arrival, for latency metrics
         self.cookies = CookieJar()
         self._writable = asyncio.Event()
         self._writable.set()
@@ -253,7 +255,11 @@ class LDAPConnection(asyncio.Protocol):
     def answer(self, mid: int, op: ProtocolOp, code: ResultCode | int, message: str = "",
                matched: str = "", controls: tuple[Control, ...] = ()) -> None:
         """The final response to request ``op`` with the given result."""
-        self.node.stats.results[int(code)] += 1
+        stats = self.node.stats
+        stats.results[int(code)] += 1
+        started = self.started.pop(mid, None)
+        if started is not None:
+            stats.observe(type(op).__name__, int(code), time.monotonic() - started)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("conn %s op #%d result %d %s", self.peer, mid, int(code), message)
         result = LDAPResult(ResultCode(code), matched, message)
@@ -430,10 +436,12 @@ class LDAPConnection(asyncio.Protocol):
             self.close()
             return
         if isinstance(op, AbandonRequest):
+            self.started.pop(op.message_id, None)
             task = self.pending.get(op.message_id)
             if task is not None:
                 task.cancel()
             return
+        self.started[mid] = time.monotonic()
         bad = self._unsupported_critical(
             msg.controls, SEARCH_CONTROLS if isinstance(op, SearchRequest) else KNOWN_CONTROLS)
         if bad is not None:
@@ -442,7 +450,12 @@ class LDAPConnection(asyncio.Protocol):
             return
         try:
             if isinstance(op, SearchRequest):
-                self.handle_search(mid, op, msg.controls)
+                cluster = self.node.cluster
+                if cluster is not None and op.base and cluster.is_leader():
+                    self._track(mid, asyncio.ensure_future(
+                        self._linearizable_search(mid, op, msg.controls)))
+                else:
+                    self.handle_search(mid, op, msg.controls)
             elif isinstance(op, BindRequest):
                 self.handle_bind(mid, op)
             elif isinstance(op, CompareRequest):
@@ -533,6 +546,23 @@ class LDAPConnection(asyncio.Protocol):
         self._track(mid, asyncio.ensure_future(run()))
 
     # ------------------------------------------------------------------ search
+
+    async def _linearizable_search(
+        self, mid: int, op: SearchRequest, controls: tuple[Control, ...]
+    ) -> None:
+        """Reads on the leader are linearizable: confirm leadership with one heartbeat round
+        (ReadIndex, batched with concurrent reads) and wait until the state machine has
+        applied that index, then search locally. Followers read locally (maybe stale)."""
+        cluster = self.node.cluster
+        try:
+            await cluster.read_barrier()
+        except Exception as exc:  # lost leadership or no quorum: never serve a stale read
+            self.answer(mid, op, ResultCode.UNAVAILABLE, f"cannot confirm leadership: {exc}")
+            return
+        try:
+            self.handle_search(mid, op, controls)
+        except OpError as err:
+            self.answer_error(mid, op, err)
 
     def handle_search(self, mid: int, op: SearchRequest, controls: tuple[Control, ...]) -> None:
         try:
@@ -690,7 +720,8 @@ class LDAPConnection(asyncio.Protocol):
                 while sent < allowed and pos < batch_end:
                     if from_ids:
                         stored = txn.get(remaining[pos])
-                        entry = None if stored is None else self.ops.visible(self.identity, stored)
+                        entry = None if stored is None else self.ops.readable(self.identity,
+                                                                              stored)
                         if entry is not None and matcher is not None and matcher(entry) is not True:
                             entry = None
                     else:

@@ -94,8 +94,8 @@ class PersistentSearchJob:
         if not isinstance(entry, Entry) or not self._in_scope(entry.dn):
             return
         conn = self.conn
-        seen = conn.ops.visible(conn.identity, entry)
-        if self.matcher(seen) is not True:
+        seen = conn.ops.readable(conn.identity, entry)
+        if seen is None or self.matcher(seen) is not True:
             return
         controls: tuple[Control, ...] = ()
         if self.request.return_ecs:
