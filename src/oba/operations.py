@@ -174,7 +174,11 @@ class Operations:
                     if not access.allowed_among(rules, who.ndn, ndn, "read", a)}
         if not drop:
             return entry
-        return Entry(entry.id, entry.dn, {k: v for k, v in entry.attrs.items() if k not in drop})
+        if entry.enc is None:
+            entry.enc = {}
+        # the filtered view shares the encoded-attribute memo: its values are the same objects
+        return Entry(entry.id, entry.dn, {k: v for k, v in entry.attrs.items() if k not in drop},
+                     entry.enc)
 
     def readable(self, who: Identity, entry: Entry, ndn: str | None = None) -> Entry | None:
         """``visible(entry)``, or None when ``who`` may not see the entry at all."""

@@ -19,6 +19,9 @@ class Entry:
     id: int
     dn: str
     attrs: dict[str, list[bytes]] = field(default_factory=dict)
+    # Encoded PartialAttributes memoised by the LDAP search path (attribute -> BER bytes).
+    # Only set on entries shared through the storage read cache, which nobody mutates.
+    enc: dict[str, bytes] | None = field(default=None, compare=False, repr=False)
 
     def get(self, name: str, schema: _Canonicaliser | None = None) -> list[bytes]:
         """Values of attribute ``name`` (any alias when a schema is given); [] when absent."""

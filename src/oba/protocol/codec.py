@@ -835,6 +835,17 @@ def encode_search_entry(
     return tlv(_SEQ, encode_integer(message_id) + tlv(OP_SEARCH_RESULT_ENTRY, body))
 
 
+def encode_attribute(name: str, values: Iterable[bytes]) -> bytes:
+    """One PartialAttribute (for callers that memoise encoded attributes)."""
+    return _enc_attribute(name, values)
+
+
+def encode_search_entry_pieces(message_id: int, dn: str, pieces: Iterable[bytes]) -> bytes:
+    """A SearchResultEntry PDU from already-encoded PartialAttributes."""
+    body = _s(dn) + tlv(_SEQ, b"".join(pieces))
+    return tlv(_SEQ, encode_integer(message_id) + tlv(OP_SEARCH_RESULT_ENTRY, body))
+
+
 def encode_result(
     message_id: int, op_tag: int, code: int, matched_dn: str = "", message: str = ""
 ) -> bytes:

@@ -843,6 +843,8 @@ class AttributeSelector:
     def encode(self, mid: int, entry: Entry, txn: Any,
                controls: tuple[Control, ...] = ()) -> bytes:
         types_only = self.types_only
+        if not types_only and not controls:
+            return self._encode_memo(mid, entry, txn)
         out: list[tuple[str, list[bytes]]] = [
             (attr, [] if types_only else values)
             for attr, values in entry.attrs.items()
@@ -856,6 +858,28 @@ class AttributeSelector:
             attrs = tuple((a, tuple(v)) for a, v in out)
             return encode_message(LDAPMessage(mid, SearchResultEntry(entry.dn, attrs), controls))
         return codec.encode_search_entry(mid, entry.dn, out)
+
+    def _encode_memo(self, mid: int, entry: Entry, txn: Any) -> bytes:
+        """The hot path: stored attributes are encoded once per cached entry and reused by
+        every later search that returns them (entries from the storage read cache are
+        immutable, and a changed entry is a new object)."""
+        enc = entry.enc
+        if enc is None:
+            enc = entry.enc = {}
+        pieces: list[bytes] = []
+        wanted = self.wanted
+        for attr, values in entry.attrs.items():
+            if not wanted(attr):
+                continue
+            piece = enc.get(attr)
+            if piece is None:
+                piece = enc[attr] = codec.encode_attribute(attr, values)
+            pieces.append(piece)
+        if self.computed and entry.id:
+            for attr, values in self._computed(entry, txn):
+                if self.all_oper or attr in self.named:
+                    pieces.append(codec.encode_attribute(attr, values))
+        return codec.encode_search_entry_pieces(mid, entry.dn, pieces)
 
     def _computed(self, entry: Entry, txn: Any) -> list[tuple[str, list[bytes]]]:
         has_children = txn.has_children(entry.id)

@@ -73,6 +73,24 @@ def _decode_entry(eid: int, raw: bytes) -> Entry:
     return Entry(eid, obj["dn"], obj["a"])
 
 
+# Decoded entries shared by readers, keyed by their stored bytes: a changed entry has new
+# bytes, so a hit is always current. Entries handed out from here must not be mutated (the
+# write path decodes its own copies). Bounded: cleared when full (cheap, and hot entries come
+# back at once).
+_ENTRY_CACHE: dict[bytes, Entry] = {}
+ENTRY_CACHE_SIZE = 8192
+
+
+def _cached_entry(eid: int, raw: bytes) -> Entry:
+    entry = _ENTRY_CACHE.get(raw)
+    if entry is None or entry.id != eid:
+        entry = _decode_entry(eid, raw)
+        if len(_ENTRY_CACHE) >= ENTRY_CACHE_SIZE:
+            _ENTRY_CACHE.clear()
+        _ENTRY_CACHE[raw] = entry
+    return entry
+
+
 class ReadTxn:
     """Read access within one LMDB transaction."""
 
@@ -92,8 +110,10 @@ class ReadTxn:
         return None if raw is None else bytes_id(raw)
 
     def get(self, eid: int) -> Entry | None:
+        """The entry with id ``eid``: a shared object from the read cache — do not mutate it
+        (``WriteTxn.get`` returns private copies)."""
         raw = self._txn.get(id_bytes(eid), db=self._store._id2entry)
-        return None if raw is None else _decode_entry(eid, raw)
+        return None if raw is None else _cached_entry(eid, raw)
 
     def get_by_ndn(self, ndn: str) -> Entry | None:
         eid = self.id_for_ndn(ndn)
@@ -166,6 +186,11 @@ class ReadTxn:
 
 class WriteTxn(ReadTxn):
     """Read + write access; the only kind of transaction that changes the store."""
+
+    def get(self, eid: int) -> Entry | None:
+        """A private copy: the write path may change what it reads."""
+        raw = self._txn.get(id_bytes(eid), db=self._store._id2entry)
+        return None if raw is None else _decode_entry(eid, raw)
 
     def next_id(self) -> int:
         raw = self._txn.get(b"next_id", db=self._store._meta)
