@@ -36,3 +36,16 @@ cluster: install
 
 cluster-stop:
 	$(BIN)/oba cluster stop --data ./cluster-data
+
+# The local cluster plus a real HAProxy (Debian package haproxy) in front: LDAP 10389 (all live
+# nodes), REST 8080 (the leader), stats 8404. `make cluster-stop` stops HAProxy too (by PID).
+# OBA_LOCAL_PORT_OFFSET=N shifts every port by N.
+.PHONY: cluster-haproxy
+cluster-haproxy: install
+	$(BIN)/python -m oba.cluster.local --haproxy --nodes 3 --data ./cluster-data
+
+# A long fuzz run of LDAP request handling (make test runs a short one); crashes go to
+# tests/unit/fuzz_corpus/.
+.PHONY: fuzz
+fuzz: install
+	OBA_FUZZ_EXAMPLES=20000 $(BIN)/pytest tests/unit/test_fuzz_connection.py -q -k fuzz_request
