@@ -42,7 +42,7 @@ cluster-stop:
 # OBA_LOCAL_PORT_OFFSET=N shifts every port by N.
 .PHONY: cluster-haproxy
 cluster-haproxy: install
-	$(BIN)/python -m oba.cluster.local --haproxy --nodes 3 --data ./cluster-data
+	$(BIN)/oba cluster local --haproxy --nodes 3 --data ./cluster-data
 
 # A long fuzz run of LDAP request handling (make test runs a short one); crashes go to
 # tests/unit/fuzz_corpus/.

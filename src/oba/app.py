@@ -137,6 +137,8 @@ class NodeRuntime:
             root_password=(config.directory.rootPassword or "").encode(),
             cluster=self.cluster,
         )
+        if self.cluster is not None:
+            self.cluster.attach_node(self.node)
         self.ldap = LDAPListener(self.node)
         # audit records dropped by a replicated retention command are archived on every node,
         # also while the Raft log is replayed before the audit store is attached

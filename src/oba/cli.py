@@ -189,17 +189,17 @@ DataOption = Annotated[
 def cluster_local(
     nodes: Annotated[int, typer.Option("--nodes", min=1, max=9, help="Number of nodes.")] = 3,
     data: DataOption = "./cluster-data",
+    haproxy: Annotated[
+        bool,
+        typer.Option("--haproxy", help="Also start HAProxy in front (Debian package haproxy)."),
+    ] = False,
 ) -> None:
     """Start N nodes on 127.0.0.1 (LDAP 1389/2389/3389, Raft 4445-4447, REST 8081-8083)."""
     from pathlib import Path
 
     from oba.cluster import local
 
-    sts = local.start(Path(data), nodes)
-    typer.echo(local.format_status(sts))
-    if not any(s.get("state") == "leader" for s in sts):
-        _err.print("no leader elected yet; see <data>/nodeN/oba.log")
-        raise typer.Exit(1)
+    raise typer.Exit(local.run_local(Path(data), nodes, haproxy))
 
 
 @cluster_app.command("status")
@@ -221,6 +221,104 @@ def cluster_stop(data: DataOption = "./cluster-data") -> None:
 
     for line in local.stop(Path(data)) or ["no node running"]:
         typer.echo(line)
+
+
+UrlOption = Annotated[str, typer.Option("--url", help="REST URL of any node (a follower "
+                                          "forwards to the leader).")]
+DnOption = Annotated[str, typer.Option("--dn", help="Admin bind DN.")]
+PasswordOption = Annotated[str, typer.Option("--password", envvar="OBA_ADMIN_PASSWORD",
+                                             help="Admin password (or OBA_ADMIN_PASSWORD).")]
+
+
+def _admin_result(status: int, body: dict[str, object]) -> None:
+    import json
+
+    if 200 <= status < 300:
+        typer.echo(json.dumps(body, indent=2))
+        return
+    _err.print(f"error ({status or 'no answer'}): {body.get('error')}: {body.get('message')}",
+               markup=False)
+    raise typer.Exit(1)
+
+
+@cluster_app.command("add")
+def cluster_add(
+    node_id: Annotated[int, typer.Option("--id", min=1, help="The new member's node id.")],
+    addr: Annotated[str, typer.Option("--addr", help="Its Raft address HOST:PORT.")],
+    url: UrlOption = "http://127.0.0.1:8081",
+    dn: DnOption = "cn=admin,dc=example,dc=com",
+    password: PasswordOption = "",
+) -> None:
+    """Add a voting member to a running cluster (start it with peers = members + itself)."""
+    from oba.cluster import admin
+
+    _admin_result(*admin.add_member(url, node_id, addr, dn, password))
+
+
+@cluster_app.command("remove")
+def cluster_remove(
+    node_id: Annotated[int, typer.Option("--id", min=1, help="The member to remove.")],
+    url: UrlOption = "http://127.0.0.1:8081",
+    dn: DnOption = "cn=admin,dc=example,dc=com",
+    password: PasswordOption = "",
+) -> None:
+    """Remove a member from a running cluster (the leader hands over first if it is the one)."""
+    from oba.cluster import admin
+
+    _admin_result(*admin.remove_member(url, node_id, dn, password))
+
+
+@cluster_app.command("transfer")
+def cluster_transfer(
+    to: Annotated[int, typer.Option("--to", min=0, help="Target id (0: most up to date).")] = 0,
+    url: UrlOption = "http://127.0.0.1:8081",
+    dn: DnOption = "cn=admin,dc=example,dc=com",
+    password: PasswordOption = "",
+) -> None:
+    """Move leadership to another member."""
+    from oba.cluster import admin
+
+    _admin_result(*admin.transfer_leadership(url, to or None, dn, password))
+
+
+# --------------------------------------------------------------------------- reload (H6b)
+reload_app = typer.Typer(
+    help="Ask a running server to reload part of its state (SIGHUP to its PID).",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(reload_app, name="reload")
+
+
+@reload_app.command("acl")
+def reload_acl(
+    pid_file: Annotated[
+        str | None,
+        typer.Option("--pid-file", "-pid-file", help="PID file of the server (default: "
+                     "$OBA_PID_FILE, server.pidFile of --config, /var/run/oba.pid).",
+                     metavar="FILE"),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Re-read the ACL file (aclFile) of a running server; a broken file is logged by the
+    server and the rules in force stay."""
+    from oba.acl.control import pid_file_for, send_reload
+
+    try:
+        path = pid_file_for(pid_file, config)
+    except ConfigError as exc:
+        raise _fail(exc) from None
+    ok, message = send_reload(path)
+    if not ok:
+        _err.print(f"error: {message}")
+        raise typer.Exit(1)
+    typer.echo(message)
+
+
+# --------------------------------------------------------------------------- ops (H9)
+# backup, restore, import, export and the user group live in oba.tools.cli_commands
+_ops_commands = importlib.import_module("oba.tools.cli_commands")
+_ops_commands.register(app)
 
 
 def main() -> None:

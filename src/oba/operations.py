@@ -150,7 +150,7 @@ class Operations:
 
     def _entry_ndn(self, entry: Entry) -> str:
         try:
-            return self.schema.normalize_dn(entry.dn)
+            return entry.normalized_dn(self.schema)
         except (DNError, UndefinedAttribute, InvalidValue):
             return entry.dn.lower()
 

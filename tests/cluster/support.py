@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -32,15 +33,30 @@ PYTHON = str(Path(sys.executable))
 T = TypeVar("T")
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_ports(n: int) -> list[int]:
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
+    """``n`` distinct free ports BELOW the kernel's ephemeral range: a node restarted on its
+    port must not find it taken by some client connection's ephemeral source port."""
+    lo, _ = _ephemeral_range()
+    rng = random.Random()
+    ports: list[int] = []
+    while len(ports) < n:
+        port = rng.randrange(20000, max(20001, lo))
+        if port in ports:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
     return ports
 
 
@@ -56,8 +72,10 @@ def wait_for(cond: Callable[[], T | None], timeout: float, what: str, every: flo
 
 
 class NodeProc:
-    def __init__(self, node_id: int, root: Path, ldap_port: int, raft_port: int) -> None:
+    def __init__(self, node_id: int, root: Path, ldap_port: int, raft_port: int,
+                 rest_port: int = 0) -> None:
         self.id = node_id
+        self.rest_port = rest_port
         self.dir = root / f"node{node_id}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.ldap_port = ldap_port
@@ -69,6 +87,20 @@ class NodeProc:
     @property
     def url(self) -> str:
         return f"ldap://127.0.0.1:{self.ldap_port}"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.rest_port}"
+
+    @property
+    def raft_addr(self) -> str:
+        return f"127.0.0.1:{self.raft_port}"
+
+    def server_log(self) -> str:
+        try:
+            return (self.dir / "server.log").read_text(errors="replace")
+        except OSError:
+            return ""
 
     def status(self) -> dict[str, Any] | None:
         if self.proc is None or self.proc.poll() is not None:
@@ -117,30 +149,53 @@ class NodeProc:
 class Cluster:
     def __init__(self, root: Path, n: int = 3, tls: dict[int, tuple[str, str, str]] | None = None,
                  snapshot_interval: int = 10000, election_ms: int = 150,
-                 heartbeat_ms: int = 50) -> None:
-        ports = free_ports(2 * n)
-        self.nodes = [NodeProc(i + 1, root, ports[i], ports[n + i]) for i in range(n)]
+                 heartbeat_ms: int = 50, rest: bool = False) -> None:
+        ports = free_ports(3 * n)
+        self.root = root
+        self.rest = rest
+        self.tls = tls
+        self.settings = (snapshot_interval, election_ms, heartbeat_ms)
+        self.nodes = [NodeProc(i + 1, root, ports[i], ports[n + i],
+                               ports[2 * n + i] if rest else 0) for i in range(n)]
         peers = [{"id": nd.id, "addr": f"127.0.0.1:{nd.raft_port}"} for nd in self.nodes]
         for nd in self.nodes:
-            cluster: dict[str, Any] = {
-                "enabled": True, "nodeID": nd.id, "raftAddr": f"127.0.0.1:{nd.raft_port}",
-                "peers": peers, "electionTimeout": f"{election_ms}ms",
-                "heartbeatTimeout": f"{heartbeat_ms}ms", "snapshotInterval": snapshot_interval,
-                "proposalTimeout": "3s"}
-            if tls and nd.id in tls:
-                cert, key, ca = tls[nd.id]
-                cluster.update(raftTLSCert=cert, raftTLSKey=key, raftTLSCA=ca)
-            cfg = {
-                "server": {"address": f"127.0.0.1:{nd.ldap_port}"},
-                "directory": {"baseDN": BASE, "rootDN": ADMIN, "rootPassword": PASSWORD},
-                "storage": {"dataDir": str(nd.dir / "data"), "mapSize": "256MiB"},
-                "logging": {"level": "info", "output": str(nd.dir / "server.log")},
-                "cluster": cluster,
-            }
-            nd.config.write_text(yaml.safe_dump(cfg))
+            self._write_config(nd, peers)
+
+    def new_node(self, node_id: int) -> NodeProc:
+        """A node not yet in the cluster whose peers are the current members plus itself
+        (start it, then add it with POST /cluster/members)."""
+        ldap_port, raft_port, rest_port = free_ports(3)
+        nd = NodeProc(node_id, self.root, ldap_port, raft_port, rest_port if self.rest else 0)
+        peers = [{"id": m.id, "addr": m.raft_addr} for m in self.nodes]
+        self.nodes.append(nd)
+        self._write_config(nd, [*peers, {"id": nd.id, "addr": nd.raft_addr}])
+        return nd
+
+    def _write_config(self, nd: NodeProc, peers: list[dict[str, Any]]) -> None:
+        snapshot_interval, election_ms, heartbeat_ms = self.settings
+        tls = self.tls
+        cluster: dict[str, Any] = {
+            "enabled": True, "nodeID": nd.id, "raftAddr": f"127.0.0.1:{nd.raft_port}",
+            "peers": peers, "electionTimeout": f"{election_ms}ms",
+            "heartbeatTimeout": f"{heartbeat_ms}ms", "snapshotInterval": snapshot_interval,
+            "proposalTimeout": "3s"}
+        if tls and nd.id in tls:
+            cert, key, ca = tls[nd.id]
+            cluster.update(raftTLSCert=cert, raftTLSKey=key, raftTLSCA=ca)
+        cfg = {
+            "server": {"address": f"127.0.0.1:{nd.ldap_port}"},
+            "directory": {"baseDN": BASE, "rootDN": ADMIN, "rootPassword": PASSWORD},
+            "storage": {"dataDir": str(nd.dir / "data"), "mapSize": "256MiB"},
+            "logging": {"level": "info", "output": str(nd.dir / "server.log")},
+            "cluster": cluster,
+        }
+        if nd.rest_port:
+            cfg["rest"] = {"enabled": True, "address": f"127.0.0.1:{nd.rest_port}",
+                           "rateLimit": 0}
+        nd.config.write_text(yaml.safe_dump(cfg))
 
     def node(self, node_id: int) -> NodeProc:
-        return self.nodes[node_id - 1]
+        return next(nd for nd in self.nodes if nd.id == node_id)
 
     def start(self) -> None:
         for nd in self.nodes:
@@ -173,6 +228,23 @@ class Cluster:
             if nd.proc is not None and nd.proc.poll() is None:
                 wait_for(lambda nd=nd: has_entry(nd, BASE), timeout, f"base on node {nd.id}")
         return lead
+
+
+def rejoined(nd: NodeProc) -> bool:
+    """``nd`` (restarted) follows a leader and serves LDAP again, i.e. its start-up is over and
+    its event loop answers (a node still importing modules cannot vote yet)."""
+    st = nd.status()
+    return (st is not None and st["state"] == "follower" and bool(st["leaderId"])
+            and has_entry(nd, BASE))
+
+
+def serving(nd: NodeProc) -> bool:
+    """``nd`` answers an LDAP bind (its event loop is running)."""
+    try:
+        nd.conn(2.0).unbind_s()
+        return True
+    except ldap.LDAPError:
+        return False
 
 
 def has_entry(nd: NodeProc, dn: str) -> bool:
@@ -218,3 +290,11 @@ def dump(nd: NodeProc) -> list[tuple[str, dict[str, list[bytes]]]]:
     finally:
         c.unbind_s()
     return sorted((dn.lower(), {k.lower(): sorted(v) for k, v in a.items()}) for dn, a in res)
+
+
+def rest(nd: NodeProc, method: str, path: str, body: dict[str, Any] | None = None,
+         timeout: float = 15.0) -> tuple[int, dict[str, Any]]:
+    """A REST call as the admin (HTTP Basic) to ``nd``: (status, JSON body)."""
+    from oba.cluster import admin
+
+    return admin.call(nd.rest_url, method, path, body, ADMIN, PASSWORD, timeout)

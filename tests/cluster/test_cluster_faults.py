@@ -14,7 +14,7 @@ import ldap
 import pytest
 import trustme
 
-from .support import BASE, Cluster, add_person, dump, has_entry, uids, wait_for
+from .support import BASE, Cluster, add_person, dump, has_entry, rejoined, uids, wait_for
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -97,8 +97,7 @@ def test_failover_time_over_repeated_leader_kills(cluster: Cluster) -> None:
         add_person(survivor, f"f{round_}", timeout=5.0)
         times.append(time.monotonic() - t0)
         lead.start()
-        wait_for(lambda lead=lead: (st := lead.status()) is not None
-                 and st["state"] == "follower", 20, "restarted node rejoins")
+        wait_for(lambda lead=lead: rejoined(lead), 20, "restarted node rejoins")
     print(f"failover (kill -> write acknowledged) s: min {min(times):.3f} "
           f"median {statistics.median(times):.3f} max {max(times):.3f}")
     assert max(times) < 2.0

@@ -172,6 +172,9 @@ class RaftReplicator:
                     _, result = await node.propose(data, left)
                     return result  # type: ignore[no-any-return]
                 except NotLeader:
+                    # still leader but refusing proposals: a leadership transfer is under way
+                    # (wait for it instead of spinning on the loop)
+                    await node.wait_leader_change(min(max(0.0, deadline - loop.time()), 0.02))
                     continue
                 except ProposalDropped:
                     why = "leadership changed"
@@ -280,7 +283,9 @@ class RaftReplicator:
         return out
 
     def _snapshot(self, node: RaftNode, last: Entry) -> None:
-        meta = SnapshotMeta(last.index, last.term, tuple(node.core.voters))
+        members = node.membership_at(last.index)
+        meta = SnapshotMeta(last.index, last.term, tuple(sorted(members)),
+                            tuple(sorted(members.items())))
         try:
             node.snapshots.create(self._store, meta)
         except Exception:

@@ -18,12 +18,24 @@ API used by the REST layer and the LDAP server (all on the node's event loop):
   within ``STATUS_PERIOD`` of any change (for ``oba cluster status`` and the process tests).
 - ``await read_barrier()``: linearizable reads on the leader (ReadIndex); raises
   ``NotLeader`` on a follower and ``TimeoutError``; call it before a search when wanted.
+- Administration (any node: a follower forwards to the leader over the Raft transport, request
+  ``{"op": "admin"}``): ``await add_member(id, addr)``, ``await remove_member(id)`` (removing
+  the leader itself first hands leadership to the most up-to-date follower) and ``await
+  transfer_leadership(to=0)``; each returns a dict for the REST answer and raises
+  ``MembershipError`` (refused), ``NotLeader`` (no leader) or ``TimeoutError``.
+- Start-up: the modules the app imports on the event loop AFTER the cluster has started (REST,
+  web, TLS, ACL, audit: about a second of imports) are imported first in a worker thread
+  (``PRELOAD``), so they cannot freeze a running Raft node (missed heartbeats, needless
+  elections right after start-up).
+- ``attach_node(server_node)``: cluster events (leader/term/membership changes, snapshots) go
+  to ``server_node.audit.record(level, message, "raft", "", "", **fields)``; always to the log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -36,14 +48,30 @@ from oba.config import Config
 from oba.directory.apply import ApplyContext
 from oba.raft.node import NodeConfig, NotLeader, RaftNode
 from oba.raft.transport import make_ssl_contexts
-from oba.raft.types import Role
+from oba.raft.types import ConfChange, Role
 from oba.storage import Store
 
 log = logging.getLogger("oba.raft")
 
 STATUS_PERIOD = 0.02
 
-__all__ = ["ClusterRuntime", "NotLeader", "raft_data_dir"]
+ADMIN_TIMEOUT = 5.0
+PRELOAD = ("oba.server.tls", "oba.acl.runtime", "oba.audit.store", "oba.rest.server",
+           "oba.web.server")
+
+
+def _preload() -> None:
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # the app reports real import errors itself, later
+            log.debug("preloading %s failed: %s", name, exc)
+
+__all__ = ["ClusterRuntime", "MembershipError", "NotLeader", "raft_data_dir"]
+
+
+class MembershipError(Exception):
+    """A membership or leadership request was refused (bad id, pending change...)."""
 
 
 def raft_data_dir(config: Config) -> Path:
@@ -59,6 +87,9 @@ class ClusterRuntime:
         if c.raftTLSCert and c.raftTLSKey:
             server_ssl, client_ssl = make_ssl_contexts(c.raftTLSCert, c.raftTLSKey, c.raftTLSCA)
         self.peers = {p.id: p.addr for p in c.peers}
+        if len(self.peers) % 2 == 0:
+            log.warning("cluster.peers lists %d members: an even number tolerates no more "
+                        "failures than one member fewer; prefer 3, 5 or 7", len(self.peers))
         self.replicator = RaftReplicator(
             store, apply_ctx, proposal_timeout=c.proposalTimeout.total_seconds(),
             snapshot_interval=c.snapshotInterval)
@@ -71,11 +102,22 @@ class ClusterRuntime:
                 server_ssl=server_ssl, client_ssl=client_ssl),
             self.replicator)
         self.replicator.attach(self.node)
+        self.node.request_handlers["admin"] = self._serve_admin
+        self.node.on_event = self._on_event
+        self.server_node: Any = None
         self._bootstrap: asyncio.Task[None] | None = None
         self._status_task: asyncio.Task[None] | None = None
         self.status_file = raft_data_dir(config) / "status.json"
 
     async def start(self, bootstrap: Callable[[], Awaitable[None]] | None = None) -> None:
+        if self.server_node is None:
+            # until app.py calls attach_node(): the bootstrap coroutine is a method of the app,
+            # which holds the server node (and so its audit sink)
+            owner = getattr(bootstrap, "__self__", None)
+            server_node = getattr(owner, "node", None)
+            if server_node is not None:
+                self.attach_node(server_node)
+        await asyncio.to_thread(_preload)
         self.replicator.start()
         await self.node.start()
         self._status_task = asyncio.ensure_future(self._write_status())
@@ -116,6 +158,126 @@ class ClusterRuntime:
                 last = st
             await asyncio.sleep(STATUS_PERIOD)
 
+    # ------------------------------------------------------------------ events
+
+    def attach_node(self, server_node: Any) -> None:
+        """Send cluster events to ``server_node.audit`` from now on."""
+        self.server_node = server_node
+
+    def _on_event(self, level: str, message: str, fields: dict[str, Any]) -> None:
+        audit = getattr(self.server_node, "audit", None)
+        if audit is not None:
+            audit.record(level, message, "raft", "", "", **fields)
+
+    # ------------------------------------------------------------------ administration
+
+    async def add_member(self, node_id: int, addr: str, timeout: float = ADMIN_TIMEOUT
+                         ) -> dict[str, Any]:
+        if node_id <= 0 or not addr or ":" not in addr:
+            raise MembershipError("id must be > 0 and addr HOST:PORT")
+        return await self._admin({"a": "add", "id": node_id, "addr": addr}, timeout)
+
+    async def remove_member(self, node_id: int, timeout: float = ADMIN_TIMEOUT
+                            ) -> dict[str, Any]:
+        return await self._admin({"a": "remove", "id": node_id}, timeout)
+
+    async def transfer_leadership(self, to: int = 0, timeout: float = ADMIN_TIMEOUT
+                                  ) -> dict[str, Any]:
+        return await self._admin({"a": "transfer", "to": to}, timeout)
+
+    async def _admin(self, req: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Run ``req`` on the leader: here, or forwarded to it (waiting for one)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        node = self.node
+        while (left := deadline - loop.time()) > 0:
+            if node.is_leader():
+                try:
+                    return await self._admin_local(req, left)
+                except NotLeader:
+                    await node.wait_leader_change(min(left, 0.05))
+                    continue
+            lead = node.leader_id()
+            if not lead or lead == node.id:
+                await node.wait_leader_change(min(left, 0.05))
+                continue
+            try:
+                resp = await node.transport.request(lead, {"op": "admin", "req": req}, left)
+            except (ConnectionError, OSError):
+                await node.wait_leader_change(min(max(0.0, deadline - loop.time()), 0.05))
+                continue
+            if "ok" in resp:
+                return dict(resp["ok"])
+            if resp.get("refused"):
+                raise MembershipError(str(resp["refused"]))
+            if resp.get("timeout"):
+                raise TimeoutError(str(resp["timeout"]))
+            await node.wait_leader_change(min(max(0.0, deadline - loop.time()), 0.05))
+        if not node.leader_id():
+            raise NotLeader(0)
+        raise TimeoutError("the cluster did not complete the request in time")
+
+    async def _serve_admin(self, frm: int, body: dict[str, Any]) -> dict[str, Any]:
+        if not self.node.is_leader():
+            return {"err": "not leader"}
+        try:
+            return {"ok": await self._admin_local(dict(body["req"]), ADMIN_TIMEOUT)}
+        except MembershipError as exc:
+            return {"refused": str(exc)}
+        except TimeoutError as exc:
+            return {"timeout": str(exc) or "timed out"}
+        except NotLeader:
+            return {"err": "not leader"}
+
+    async def _admin_local(self, req: dict[str, Any], timeout: float) -> dict[str, Any]:
+        node = self.node
+        action = str(req.get("a"))
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        if action == "transfer":
+            to = int(req.get("to") or 0)
+            if to and to not in node.core.voters:
+                raise MembershipError(f"node {to} is not a voting member")
+            if to == node.id:
+                return {"leaderId": node.id, "leaderAddr": node.peers.get(node.id, ""),
+                        "previousLeaderId": node.id, "elapsedMs": 0}
+            try:
+                lead = await node.transfer_leadership(to, timeout)
+            except ValueError as exc:
+                raise MembershipError(str(exc)) from None
+            return {"leaderId": lead, "leaderAddr": node.peers.get(lead, ""),
+                    "previousLeaderId": node.id,
+                    "elapsedMs": round((loop.time() - t0) * 1000)}
+        node_id = int(req.get("id") or 0)
+        if action == "add":
+            cc = ConfChange("add", node_id, str(req.get("addr") or ""))
+            if node_id in node.core.voters:
+                raise MembershipError(f"node {node_id} is already a member")
+        elif action == "remove":
+            cc = ConfChange("remove", node_id)
+            if node_id not in node.core.voters:
+                raise MembershipError(f"node {node_id} is not a member")
+            if len(node.core.voters) == 1:
+                raise MembershipError("cannot remove the last member")
+            if node_id == node.id:
+                # hand over first; the new leader then removes this node
+                await node.transfer_leadership(0, timeout)
+                raise NotLeader(node.leader_id())
+        else:
+            raise MembershipError(f"unknown request {action!r}")
+        while True:
+            try:
+                index = await node.propose_conf_change(cc, max(0.0, t0 + timeout - loop.time()))
+                break
+            except ValueError as exc:
+                # a new leader accepts no change before its first entry is applied: wait
+                if (node.core.pending_conf_index <= node.core.applied
+                        or loop.time() - t0 > timeout):
+                    raise MembershipError(str(exc)) from None
+                await asyncio.sleep(0.02)
+        return {"op": cc.op, "id": node_id, "index": index,
+                "peers": [{"id": p, "addr": a} for p, a in sorted(node.peers.items())]}
+
     # ------------------------------------------------------------------ status
 
     def is_leader(self) -> bool:
@@ -136,19 +298,33 @@ class ClusterRuntime:
         await self.node.read_barrier(t)
 
     def cluster_status(self) -> dict[str, Any]:
+        """The spec's fields, plus ``lastIndex``, ``connected`` and, inside ``peers[]``,
+        ``voter`` and on the leader each follower's ``state`` (probe|replicate|snapshot),
+        ``matchIndex`` and ``lag`` (entries behind the leader's last index)."""
         st = self.node.status()
         lead = self.leader()
+        prs = self.node.core.prs if st.role == Role.LEADER else {}
+        peers: list[dict[str, Any]] = []
+        for pid, addr in sorted(self.node.peers.items()):
+            item: dict[str, Any] = {"id": pid, "addr": addr}
+            pr = prs.get(pid)
+            if pid == st.node_id and st.role == Role.LEADER:
+                item.update(state="leader", matchIndex=st.last_index, lag=0)
+            elif pr is not None:
+                item.update(state=pr.state.name.lower(), matchIndex=pr.match,
+                            lag=max(0, st.last_index - pr.match))
+            peers.append(item)
         return {
             "enabled": True,
             "mode": "cluster",
             "nodeId": st.node_id,
-            "state": st.role.label,
+            "state": "removed" if self.node.removed else st.role.label,
             "term": st.term,
             "leaderId": lead[0] if lead else 0,
             "leaderAddr": lead[1] if lead else "",
             "commitIndex": st.commit,
             "lastApplied": self.node.applied,
-            "peers": [{"id": pid, "addr": addr} for pid, addr in sorted(self.node.peers.items())],
+            "peers": peers,
             "lastIndex": st.last_index,
             "connected": sorted(p for p in self.node.peers if self.node.transport.connected(p)),
         }

@@ -14,6 +14,10 @@ class _Canonicaliser(Protocol):
     def canonical(self, name: str) -> str | None: ...
 
 
+class _DNNormaliser(Protocol):
+    def normalize_dn(self, dn: str) -> str: ...
+
+
 @dataclass(slots=True)
 class Entry:
     id: int
@@ -22,6 +26,15 @@ class Entry:
     # Encoded PartialAttributes memoised by the LDAP search path (attribute -> BER bytes).
     # Only set on entries shared through the storage read cache, which nobody mutates.
     enc: dict[str, bytes] | None = field(default=None, compare=False, repr=False)
+    # The normalised DN, memoised the same way (see ``normalized_dn``).
+    ndn: str | None = field(default=None, compare=False, repr=False)
+
+    def normalized_dn(self, schema: _DNNormaliser) -> str:
+        """The entry's normalised DN, computed once per (cached) entry object."""
+        ndn = self.ndn
+        if ndn is None:
+            ndn = self.ndn = schema.normalize_dn(self.dn)
+        return ndn
 
     def get(self, name: str, schema: _Canonicaliser | None = None) -> list[bytes]:
         """Values of attribute ``name`` (any alias when a schema is given); [] when absent."""

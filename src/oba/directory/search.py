@@ -163,7 +163,7 @@ def search(
         entry = txn.get(eid)
         if entry is None:
             continue
-        if check_dn and not _in_scope(schema.normalize_dn(entry.dn), base_ndn, scope):
+        if check_dn and not _in_scope(entry.normalized_dn(schema), base_ndn, scope):
             continue
         if emit(entry):
             yield entry

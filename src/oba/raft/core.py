@@ -193,6 +193,17 @@ class RaftCore:
             self._send_append(to)
         return True
 
+    def leader_unreachable(self, peer: int) -> None:
+        """Runtime: the connection to our leader ``peer`` broke (its process probably died).
+        Forget it (so this node no longer protects its lease against pre-votes) and campaign
+        after a short random delay (1..T/2 ticks) instead of a whole election timeout. Safety
+        does not depend on it: a live leader's next heartbeat restores everything."""
+        if self.role != Role.FOLLOWER or not peer or peer != self.lead:
+            return
+        self.lead = 0
+        left = 1 + self.rng.randrange(max(1, self.cfg.election_ticks // 2))
+        self.election_elapsed = max(self.election_elapsed, self.randomized_timeout - left)
+
     def has_ready(self) -> bool:
         return bool(
             self.msgs
@@ -235,7 +246,8 @@ class RaftCore:
         if rd.committed:
             self.applied = max(self.applied, rd.committed[-1].index)
 
-    def compact(self, index: int, term: int, conf: tuple[int, ...]) -> None:
+    def compact(self, index: int, term: int, conf: tuple[int, ...],
+                addrs: tuple[tuple[int, str], ...] = ()) -> None:
         """The runtime took a snapshot of its state at ``index`` (<= applied): drop the log
         prefix up to it; later lagging followers get this snapshot."""
         if index <= self.offset:
@@ -247,7 +259,7 @@ class RaftCore:
         del self.log[: index - self.offset]
         self.offset = index
         self.offset_term = term
-        self.snapshot = SnapshotMeta(index, term, tuple(conf))
+        self.snapshot = SnapshotMeta(index, term, tuple(conf), tuple(addrs))
         # SNAP messages not yet handed out must name the snapshot the runtime now holds
         for k, m in enumerate(self.msgs):
             if m.type == MsgType.SNAP:

@@ -3,7 +3,9 @@
 Rules for this module:
 - Layout (sub-databases of one environment under ``cluster.dataDir``):
   ``state`` (``b"hs"`` -> msgpack ``[term, vote, commit]``, ``b"snap"`` -> msgpack
-  ``[index, term, [voters]]``, ``b"first"`` -> first stored index, 8-byte big-endian),
+  ``[index, term, [voters], [[id, addr]...]]``, ``b"first"`` -> first stored index, 8-byte
+  big-endian, ``b"conf"`` -> msgpack ``[index, [[id, addr]...]]``: the membership after the
+  CONF_CHANGE entry ``index`` was applied; the newer of it and the snapshot's wins on load),
   ``entries`` (index as 8-byte big-endian -> msgpack ``[term, type, data]``).
 - Every write returns only after its transaction is fsynced (``sync=True``). ``save`` writes one
   Ready's snapshot metadata, hard state and entries in ONE transaction (one fsync per Ready).
@@ -26,6 +28,7 @@ from oba.raft.types import Entry, EntryType, HardState, SnapshotMeta
 _HS = b"hs"
 _SNAP = b"snap"
 _FIRST = b"first"
+_CONF = b"conf"
 
 
 def _key(index: int) -> bytes:
@@ -34,6 +37,18 @@ def _key(index: int) -> bytes:
 
 def _int(raw: bytes) -> int:
     return int.from_bytes(raw, "big")
+
+
+def snapshot_meta_to(snap: SnapshotMeta) -> list[Any]:
+    """The msgpack form ``[index, term, [voters], [[id, addr]...]]`` of a snapshot's meta."""
+    return [snap.index, snap.term, list(snap.voters), [[i, a] for i, a in snap.addrs]]
+
+
+def snapshot_meta_from(raw: Any) -> SnapshotMeta:
+    """Inverse of ``snapshot_meta_to`` (also reads the older 3-element form)."""
+    index, term, voters = raw[0], raw[1], raw[2]
+    addrs = tuple((int(i), str(a)) for i, a in (raw[3] if len(raw) > 3 else ()))
+    return SnapshotMeta(int(index), int(term), tuple(int(v) for v in voters), addrs)
 
 
 class RaftLog:
@@ -88,6 +103,20 @@ class RaftLog:
             raw = txn.get(_key(index), db=self._entries)
             return None if raw is None else self._decode(index, raw)
 
+    def membership(self) -> tuple[int, dict[int, str]] | None:
+        """The last recorded membership ``(conf entry index, {id: addr})``, if any."""
+        with self.env.begin() as txn:
+            raw = txn.get(_CONF, db=self._state)
+        if raw is None:
+            return None
+        index, members = msgpack.unpackb(raw)
+        return int(index), {int(i): str(a) for i, a in members}
+
+    def set_membership(self, index: int, members: dict[int, str]) -> None:
+        with self.env.begin(write=True) as txn:
+            txn.put(_CONF, msgpack.packb([index, [[i, a] for i, a in sorted(members.items())]]),
+                    db=self._state)
+
     def _hard_state(self, txn: Any) -> HardState:
         raw = txn.get(_HS, db=self._state)
         if raw is None:
@@ -99,8 +128,7 @@ class RaftLog:
         raw = txn.get(_SNAP, db=self._state)
         if raw is None:
             return None
-        index, term, voters = msgpack.unpackb(raw)
-        return SnapshotMeta(int(index), int(term), tuple(int(v) for v in voters))
+        return snapshot_meta_from(msgpack.unpackb(raw))
 
     @staticmethod
     def _decode(index: int, raw: bytes) -> Entry:
@@ -135,20 +163,21 @@ class RaftLog:
         with self.env.begin(write=True) as txn:
             self._put_hard_state(txn, hs)
 
-    def compact(self, index: int, term: int, voters: Sequence[int]) -> None:
+    def compact(self, index: int, term: int, voters: Sequence[int],
+                addrs: tuple[tuple[int, str], ...] = ()) -> None:
         """A local snapshot covers ``index``: record it and drop the entries up to it."""
         with self.env.begin(write=True) as txn:
             old = self._snapshot(txn)
             if old is not None and old.index >= index:
                 return
-            self._put_snapshot(txn, SnapshotMeta(index, term, tuple(voters)))
+            self._put_snapshot(txn, SnapshotMeta(index, term, tuple(voters), addrs))
             self._delete_upto(txn, index)
 
     def _put_hard_state(self, txn: Any, hs: HardState) -> None:
         txn.put(_HS, msgpack.packb([hs.term, hs.vote, hs.commit]), db=self._state)
 
     def _put_snapshot(self, txn: Any, snap: SnapshotMeta) -> None:
-        txn.put(_SNAP, msgpack.packb([snap.index, snap.term, list(snap.voters)]), db=self._state)
+        txn.put(_SNAP, msgpack.packb(snapshot_meta_to(snap)), db=self._state)
         txn.put(_FIRST, _key(snap.index + 1), db=self._state)
 
     def _install_snapshot(self, txn: Any, snap: SnapshotMeta) -> None:

@@ -6,6 +6,9 @@ Rules for this module:
   fsynced LMDB transaction (in a worker thread, never on the loop), THEN send the messages,
   hand the committed entries to the state machine (in order), serve read states, ``advance``.
   Everything that queued up while a Ready was being persisted goes into the next one (batching).
+- Failover: when the Raft connection to the leader breaks (its process died), a follower
+  campaigns after 1..T/2 ticks (``RaftCore.leader_unreachable``) instead of a full election
+  timeout; a hung leader (no broken connection) is still detected by the timeout.
 - Clock: one tick every ``heartbeatTimeout / HEARTBEAT_TICKS`` (10 ms for the default 50 ms);
   the election timeout is ``electionTimeout / tick`` ticks (15 for 150 ms), randomised by the
   core in [T, 2T), so 150 ms and 50 ms from the config are honoured to within one tick.
@@ -20,6 +23,13 @@ Rules for this module:
   persisted (store first, log after: a crash in between re-applies nothing, see replicator).
 - Log lines (logger ``oba.raft``): ``entry committed index=… term=…``, leader changes,
   elections (role changes), snapshots.
+- Membership (voters + Raft addresses) is durable: snapshot meta carries it, every applied
+  CONF_CHANGE is recorded in the log env (``RaftLog.set_membership``), and on start the newest
+  of the two (plus CONF_CHANGE entries already applied) wins over ``cluster.peers``. A node that
+  is not a voter of its own membership is ``removed``: it never campaigns. The leader tells a
+  node it removed (request ``{"op": "removed"}``) before dropping its connection.
+- Events (leader/term/membership changes, snapshots taken/installed, removal) go to the log and
+  to ``on_event(level, message, fields)`` when set (the runtime feeds the audit trail).
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ from oba.raft.log import RaftLog
 from oba.raft.snapshot import SnapshotStore
 from oba.raft.transport import Frame, Transport
 from oba.raft.types import (
+    ConfChange,
     CoreConfig,
     Entry,
     EntryType,
@@ -80,6 +91,16 @@ class StateMachine(Protocol):
 
 
 RequestHandler = Callable[[int, Frame], Awaitable[Frame]]
+EventHook = Callable[[str, str, dict[str, Any]], None]
+
+
+def _apply_members(members: dict[int, str], cc: ConfChange) -> dict[int, str]:
+    out = dict(members)
+    if cc.op == "add":
+        out[cc.node_id] = cc.addr or out.get(cc.node_id, "")
+    else:
+        out.pop(cc.node_id, None)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,20 +133,24 @@ class RaftNode:
         self.log = RaftLog(cfg.data_dir / "log")
         self.snapshots = SnapshotStore(cfg.data_dir / "snapshots")
         hs, entries, snap = self.log.load()
-        voters = snap.voters if snap is not None else tuple(sorted(cfg.peers))
+        self.applied = sm.applied_index()
+        m_index, members = self._load_membership(snap, entries, self.applied)
+        voters = tuple(sorted(members))
         core_cfg = CoreConfig(node_id=cfg.node_id, voters=voters,
                               election_ticks=cfg.election_ticks, heartbeat_ticks=HEARTBEAT_TICKS)
-        self.applied = sm.applied_index()
         self.core = RaftCore(core_cfg, hs, entries, snap, rng or random.Random(),
                              applied=self.applied)
-        self.peers = dict(cfg.peers)
+        self.peers = dict(members)
+        self._history: list[tuple[int, dict[int, str]]] = [(m_index, dict(members))]
+        self.on_event: EventHook | None = None
+        self._term = hs.term
         self.transport = Transport(
-            cfg.node_id, cfg.raft_addr, cfg.peers,
+            cfg.node_id, cfg.raft_addr, self.peers,
             on_message=self._on_message, on_request=self._on_request,
             on_snapshot=self._on_snapshot, snapshot_dir=self.snapshots.incoming,
             server_ssl=cfg.server_ssl, client_ssl=cfg.client_ssl,
-            on_unreachable=self._on_unreachable)
-        self.request_handlers: dict[str, RequestHandler] = {}
+            on_unreachable=self._on_unreachable, on_lost=self._on_lost)
+        self.request_handlers: dict[str, RequestHandler] = {"removed": self._serve_removed}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._side: set[asyncio.Task[None]] = set()
@@ -140,6 +165,47 @@ class RaftNode:
         self._leader_changed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.failed: BaseException | None = None
+
+    def _load_membership(self, snap: SnapshotMeta | None, entries: list[Entry], applied: int
+                         ) -> tuple[int, dict[int, str]]:
+        """The committed membership this node had applied: the newest of the snapshot meta and
+        the recorded one, then the CONF_CHANGE entries up to ``applied``; else cluster.peers."""
+        index, members = 0, dict(self.cfg.peers)
+        if snap is not None:
+            addrs = dict(snap.addrs)
+            index = snap.index
+            members = {v: addrs.get(v) or self.cfg.peers.get(v, "") for v in snap.voters}
+        rec = self.log.membership()
+        if rec is not None and rec[0] > index:
+            index, members = rec
+        for e in entries:
+            if e.type == EntryType.CONF_CHANGE and index < e.index <= applied:
+                members = _apply_members(members, decode_conf_change(e.data))
+                index = e.index
+        if index and members != dict(self.cfg.peers):
+            log.info("using the committed membership %s (index %d), not cluster.peers",
+                     members, index)
+        return index, members
+
+    def membership_at(self, index: int) -> dict[int, str]:
+        """Voters and addresses in force after applying entry ``index`` (safe from threads)."""
+        hist = self._history
+        for at, members in reversed(hist):
+            if at <= index:
+                return dict(members)
+        return dict(hist[0][1])
+
+    @property
+    def removed(self) -> bool:
+        return self.id not in self.core.voters
+
+    def _event(self, level: str, message: str, **fields: Any) -> None:
+        hook = self.on_event
+        if hook is not None:
+            try:
+                hook(level, message, fields)
+            except Exception:  # an event sink must never break the Raft loop
+                log.exception("raft event hook failed")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -193,6 +259,64 @@ class RaftNode:
             current = self._proposals.get(index)
             if current is not None and current[1] is fut:
                 del self._proposals[index]
+
+    async def propose_conf_change(self, cc: ConfChange, timeout: float) -> int:
+        """Leader: append a membership change and wait until it is applied; its index.
+        ValueError when refused (already/not a member, another change still pending)."""
+        if not self.is_leader():
+            raise NotLeader(self.core.lead)
+        index = self.core.propose_conf_change(cc)
+        if index is None:
+            if self.core.lead_transferee:
+                raise NotLeader(0)
+            raise ValueError("membership change refused: the node is already (or not) a "
+                             "member, or another change is still in progress")
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._proposals[index] = (self.core.term, fut)
+        self._wake.set()
+        try:
+            await asyncio.wait_for(fut, timeout)
+            return index
+        finally:
+            current = self._proposals.get(index)
+            if current is not None and current[1] is fut:
+                del self._proposals[index]
+
+    def best_transferee(self) -> int:
+        """Leader: the voter (not this node) with the highest match index, connected first."""
+        cands = [v for v in self.core.voters if v != self.id]
+        if not cands:
+            return 0
+        prs = self.core.prs
+
+        def key(v: int) -> tuple[bool, int]:
+            pr = prs.get(v)
+            return self.transport.connected(v), pr.match if pr is not None else -1
+
+        return max(cands, key=key)
+
+    async def transfer_leadership(self, to: int, timeout: float) -> int:
+        """Leader: hand leadership to ``to`` (0: the most up-to-date follower) with
+        TIMEOUT_NOW; returns the new leader's id once known. TimeoutError after ``timeout``."""
+        if not self.is_leader():
+            raise NotLeader(self.core.lead)
+        to = to or self.best_transferee()
+        if not to or not self.core.transfer_leadership(to):
+            raise ValueError(f"cannot transfer leadership to node {to}: not a voter")
+        log.info("leadership transfer from node %d to node %d started", self.id, to)
+        self._wake.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (left := deadline - loop.time()) > 0:
+            lead = self.core.lead
+            if lead and lead != self.id:
+                return lead
+            if self.is_leader() and not self.core.lead_transferee:
+                # abandoned by the core after an election timeout: try again
+                self.core.transfer_leadership(to)
+                self._wake.set()
+            await self.wait_leader_change(min(left, 0.05))
+        raise TimeoutError(f"leadership did not move to node {to} in {timeout:.1f}s")
 
     async def wait_applied(self, index: int, timeout: float) -> bool:
         if self.applied >= index:
@@ -275,6 +399,12 @@ class RaftNode:
             self.core.step(Message(MsgType.UNREACHABLE, self.id, peer, self.core.term))
             self._wake.set()
 
+    def _on_lost(self, peer: int) -> None:
+        if not self.is_leader() and peer and peer == self.core.lead:
+            log.info("connection to leader %d lost: campaigning soon", peer)
+            self.core.leader_unreachable(peer)
+            self._wake.set()
+
     async def _on_request(self, frm: int, body: Frame) -> Frame:
         handler = self.request_handlers.get(str(body.get("op")))
         if handler is None:
@@ -345,12 +475,7 @@ class RaftNode:
         if rd.committed:
             for e in rd.committed:
                 if e.type == EntryType.CONF_CHANGE:
-                    cc = decode_conf_change(e.data)
-                    self.core.apply_conf_change(cc)
-                    if cc.op == "add" and cc.addr:
-                        self.peers[cc.node_id] = cc.addr
-                        self.transport.add_peer(cc.node_id, cc.addr)
-                    log.info("membership change applied: %s node %d", cc.op, cc.node_id)
+                    await self._apply_conf(e.index, decode_conf_change(e.data))
             last = rd.committed[-1]
             log.info("entry committed index=%d term=%d (%d entries)", last.index, last.term,
                      len(rd.committed))
@@ -360,8 +485,68 @@ class RaftNode:
                 if not fut.done():
                     fut.set_result(rs.index)
 
+    async def _apply_conf(self, index: int, cc: ConfChange) -> None:
+        was_leader = self.is_leader()
+        self.core.apply_conf_change(cc)
+        if index <= self._history[-1][0]:
+            return  # already applied before a restart (idempotent for the core)
+        members = _apply_members(self.peers, cc)
+        await asyncio.to_thread(self.log.set_membership, index, members)
+        tell = cc.op == "remove" and cc.node_id != self.id and was_leader
+        self._set_members(index, members, keep=cc.node_id if tell else 0)
+        if tell:
+            self._spawn(self._tell_removed(cc.node_id, index))
+        log.info("membership change applied: %s node %d at index %d (voters %s)", cc.op,
+                 cc.node_id, index, sorted(members))
+        self._event("info", f"cluster membership changed: {cc.op} node {cc.node_id}",
+                    op=cc.op, node=cc.node_id, addr=cc.addr, index=index,
+                    voters=sorted(members))
+        if cc.node_id == self.id and cc.op == "remove":
+            self._on_removed(index)
+
+    def _set_members(self, index: int, members: dict[int, str], keep: int = 0) -> None:
+        """Adopt ``members`` as of ``index``; the transport follows (``keep``: a peer whose
+        connection stays until it was told it is removed)."""
+        self._history = [*self._history[-7:], (index, dict(members))]
+        for pid, addr in members.items():
+            if pid != self.id and addr:
+                self.transport.add_peer(pid, addr)
+        for pid in list(self.peers):
+            if pid not in members and pid != keep and pid != self.id:
+                self.transport.remove_peer(pid)
+        self.peers = dict(members)
+
+    async def _tell_removed(self, peer: int, index: int) -> None:
+        with contextlib.suppress(Exception):
+            await self.transport.request(peer, {"op": "removed", "index": index,
+                                                "term": self.core.term}, 2.0)
+        if peer not in self.peers:
+            self.transport.remove_peer(peer)
+
+    async def _serve_removed(self, frm: int, body: Frame) -> Frame:
+        if int(body.get("term", -1)) < self.core.term:
+            return {"err": "stale term"}
+        index = int(body.get("index", 0))
+        if not self.removed:
+            self.core.apply_conf_change(ConfChange("remove", self.id))
+            members = {k: v for k, v in self.peers.items() if k != self.id}
+            await asyncio.to_thread(self.log.set_membership, index, members)
+            self._history = [*self._history[-7:], (index, dict(members))]
+            self._on_removed(index)
+        return {"ok": True}
+
+    def _on_removed(self, index: int) -> None:
+        log.warning("node %d was removed from the cluster (index %d): it no longer takes part "
+                    "in elections", self.id, index)
+        self._event("warning", f"node {self.id} removed from the cluster", node=self.id,
+                    index=index)
+
     def _after_ready(self, rd: Ready) -> None:
         st = self.core
+        if st.term != self._term:
+            log.info("term changed: %d -> %d", self._term, st.term)
+            self._event("info", f"raft term changed to {st.term}", old=self._term, term=st.term)
+            self._term = st.term
         if rd.role_changed:
             log.info("node %d is now %s (term %d)", self.id, st.role.label, st.term)
             if st.role == Role.CANDIDATE:
@@ -377,8 +562,11 @@ class RaftNode:
             self._leader = st.lead
             if st.lead:
                 log.info("leader changed: node %d is leader for term %d", st.lead, st.term)
+                self._event("info", f"raft leader changed: node {st.lead}", leader=st.lead,
+                            term=st.term, node=self.id)
             else:
                 log.info("leader lost (term %d)", st.term)
+                self._event("warning", "raft leader lost", term=st.term, node=self.id)
             self._leader_changed.set()
             self._leader_changed = asyncio.Event()
 
@@ -401,13 +589,17 @@ class RaftNode:
         term = self.core.term_at(meta.index)
         if term != meta.term:
             return
+        members = self.membership_at(meta.index)
+        voters = tuple(sorted(members))
+        addrs = tuple(sorted(members.items()))
         try:
-            self.core.compact(meta.index, meta.term, self.core.voters)
+            self.core.compact(meta.index, meta.term, voters, addrs)
         except ValueError as exc:
             log.warning("cannot compact the log to %d: %s", meta.index, exc)
             return
-        await asyncio.to_thread(self.log.compact, meta.index, meta.term, self.core.voters)
+        await asyncio.to_thread(self.log.compact, meta.index, meta.term, voters, addrs)
         log.info("snapshot taken index=%d term=%d; log compacted", meta.index, meta.term)
+        self._event("info", "raft snapshot taken", index=meta.index, term=meta.term)
 
     async def _install(self, meta: SnapshotMeta) -> None:
         path = self._received.pop(meta.index, None)
@@ -419,7 +611,13 @@ class RaftNode:
             stale.unlink(missing_ok=True)
         self._received.clear()
         self.set_applied(meta.index)
-        log.info("snapshot installed index=%d term=%d", meta.index, meta.term)
+        if meta.voters:
+            addrs = dict(meta.addrs)
+            members = {v: addrs.get(v) or self.peers.get(v, "") for v in meta.voters}
+            self._set_members(meta.index, members)
+        log.info("snapshot installed index=%d term=%d (voters %s)", meta.index, meta.term,
+                 list(meta.voters))
+        self._event("info", "raft snapshot installed", index=meta.index, term=meta.term)
 
     async def _send_snapshot(self, m: Message) -> None:
         assert m.snapshot is not None

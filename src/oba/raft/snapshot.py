@@ -3,7 +3,8 @@
 Rules for this module:
 - A snapshot is a directory ``snap-<index>`` holding ``data.mdb`` (a compacted ``env.copy`` of
   the directory LMDB, whose ``meta.applied_index`` equals ``<index>``) and ``meta`` (msgpack
-  ``[index, term, [voters]]``). It is built in ``tmp-*`` and renamed into place, so a
+  ``[index, term, [voters], [[id, addr]...]]``, see ``log.snapshot_meta_to``). It is built in
+  ``tmp-*`` and renamed into place, so a
   ``snap-*`` directory is always complete.
 - Only the newest ``KEEP`` snapshots are kept. Received snapshots are first written by the
   transport to ``incoming/`` and adopted here (copied: installing consumes the file).
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import msgpack
 
+from oba.raft.log import snapshot_meta_from, snapshot_meta_to
 from oba.raft.types import SnapshotMeta
 from oba.storage import Store
 
@@ -50,8 +52,7 @@ class SnapshotStore:
         if not snaps:
             return None
         _, path = snaps[-1]
-        index, term, voters = msgpack.unpackb((path / "meta").read_bytes())
-        return SnapshotMeta(int(index), int(term), tuple(int(v) for v in voters)), path / "data.mdb"
+        return snapshot_meta_from(msgpack.unpackb((path / "meta").read_bytes())), path / "data.mdb"
 
     def create(self, store: Store, meta: SnapshotMeta) -> Path:
         """Copy ``store`` (whose applied index is ``meta.index``) into a new snapshot."""
@@ -66,7 +67,7 @@ class SnapshotStore:
         return self._seal(tmp, meta)
 
     def _seal(self, tmp: Path, meta: SnapshotMeta) -> Path:
-        (tmp / "meta").write_bytes(msgpack.packb([meta.index, meta.term, list(meta.voters)]))
+        (tmp / "meta").write_bytes(msgpack.packb(snapshot_meta_to(meta)))
         with open(tmp / "data.mdb", "rb") as fh:
             os.fsync(fh.fileno())
         final = self.dir / f"snap-{meta.index}"

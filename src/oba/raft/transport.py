@@ -9,8 +9,10 @@ Rules for this module:
   answered on the same connection: forwarded commands, read-index), ``snap``/``snapc``/``snape``
   (a snapshot stream on a connection of its own: metadata, 1 MiB chunks, end marker; the
   receiver writes a temp file and answers ``snapack``).
-- One outbound connection per peer, reconnecting with backoff, fed by a bounded queue; when it is
-  full the oldest Raft message is dropped (Raft tolerates loss), requests are kept.
+- One outbound connection per peer, reconnecting with backoff (reset once connected, cut short
+  when that peer connects to us: it is back), fed by a bounded queue; when it is full the
+  oldest Raft message is dropped (Raft tolerates loss), requests are kept. A request to a peer
+  whose last connection attempt failed fails at once instead of waiting out the backoff.
 - Mutual TLS when a certificate is configured: both sides present a certificate that must chain
   to the cluster CA (``CERT_REQUIRED`` both ways, TLS >= 1.2); a peer without one is refused.
   Host names are not checked: peers are addressed by IP and the CA is the cluster's own.
@@ -111,6 +113,8 @@ class _Peer:
         self.pending: dict[int, asyncio.Future[Frame]] = {}
         self.task: asyncio.Task[None] | None = None
         self.connected = False
+        self.down = False  # the last connection attempt failed: requests fail fast
+        self.kick = asyncio.Event()  # set: retry connecting now (the peer just called us)
         self.dropped = 0
 
     def put(self, frame: Frame) -> None:
@@ -133,17 +137,19 @@ class _Peer:
                 reader, writer = await asyncio.wait_for(
                     asyncio.open_connection(host, port, ssl=self.t.client_ssl), timeout=2.0)
             except (TimeoutError, OSError, ssl.SSLError) as exc:
+                self.down = True
                 self._fail_pending(f"cannot connect to node {self.id}: {exc}")
-                self.t.report_unreachable(self.id)
-                await asyncio.sleep(backoff)
+                self.t.report_unreachable(self.id, lost=isinstance(exc, ConnectionRefusedError))
+                await self._pause(backoff)
                 backoff = min(backoff * 2, 1.0)
                 continue
             self.connected = True
+            self.down = False
+            backoff = 0.02
             reader_task = asyncio.ensure_future(self._read(reader))
             try:
                 writer.write(encode_frame({"k": "hello", "id": self.t.node_id}))
                 await self._write_loop(writer, reader_task)
-                backoff = 0.02
             except (OSError, ConnectionError, ssl.SSLError, FrameError) as exc:
                 log.debug("connection to node %d lost: %s", self.id, exc)
             finally:
@@ -153,9 +159,15 @@ class _Peer:
                 with contextlib.suppress(Exception):
                     await writer.wait_closed()
                 self._fail_pending(f"connection to node {self.id} lost")
-                self.t.report_unreachable(self.id)
-            await asyncio.sleep(backoff)
+                self.t.report_unreachable(self.id, lost=True)
+            await self._pause(backoff)
             backoff = min(backoff * 2, 1.0)
+
+    async def _pause(self, delay: float) -> None:
+        """The reconnect back-off, cut short when the peer connects to us (it is back up)."""
+        self.kick.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.kick.wait(), delay)
 
     async def _write_loop(self, writer: asyncio.StreamWriter, reader_task: asyncio.Task[None]
                           ) -> None:
@@ -209,7 +221,11 @@ class Transport:
         server_ssl: ssl.SSLContext | None = None,
         client_ssl: ssl.SSLContext | None = None,
         on_unreachable: Callable[[int], None] | None = None,
+        on_lost: Callable[[int], None] | None = None,
     ) -> None:
+        """``on_unreachable(peer)``: a send path to ``peer`` failed (any reason);
+        ``on_lost(peer)``: an established connection broke or the peer refused one (its
+        process is probably gone; a slow or timed-out connect does not count)."""
         self.node_id = node_id
         self.listen_addr = listen_addr
         self.server_ssl = server_ssl
@@ -219,6 +235,7 @@ class Transport:
         self._on_request = on_request
         self._on_snapshot = on_snapshot
         self._on_unreachable = on_unreachable
+        self._on_lost = on_lost
         self._peers = {pid: _Peer(self, pid, addr) for pid, addr in peers.items()
                        if pid != node_id}
         self._server: asyncio.Server | None = None
@@ -252,8 +269,15 @@ class Transport:
             self._server = None
 
     def add_peer(self, peer_id: int, addr: str) -> None:
-        if peer_id == self.node_id or peer_id in self._peers:
+        """Start talking to ``peer_id`` at ``addr`` (a known peer whose address changed is
+        reconnected there)."""
+        if peer_id == self.node_id:
             return
+        old = self._peers.get(peer_id)
+        if old is not None:
+            if old.addr == addr:
+                return
+            self.remove_peer(peer_id)
         peer = self._peers[peer_id] = _Peer(self, peer_id, addr)
         if self._server is not None:
             peer.task = asyncio.ensure_future(peer.run())
@@ -280,6 +304,8 @@ class Transport:
         peer = self._peers.get(to)
         if peer is None:
             raise ConnectionError(f"unknown node {to}")
+        if peer.down and not peer.connected:  # do not wait out the reconnect back-off
+            raise ConnectionError(f"node {to} is unreachable")
         rid = next(self._ids)
         fut: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
         peer.pending[rid] = fut
@@ -326,9 +352,11 @@ class Transport:
         except Exception:
             log.exception("bad Raft message from node %d", frm)
 
-    def report_unreachable(self, peer_id: int) -> None:
+    def report_unreachable(self, peer_id: int, lost: bool = False) -> None:
         if self._on_unreachable is not None:
             self._on_unreachable(peer_id)
+        if lost and self._on_lost is not None:
+            self._on_lost(peer_id)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -339,10 +367,15 @@ class Transport:
             if hello["k"] != "hello" or not isinstance(hello.get("id"), int):
                 raise FrameError("the first frame must be a hello")
             frm = int(hello["id"])
+            peer = self._peers.get(frm)
+            if peer is not None and not peer.connected:
+                peer.kick.set()  # it is up again: do not wait out our back-off to answer it
             await self._serve_frames(frm, reader, writer)
         except (TimeoutError, OSError, ConnectionError, ssl.SSLError,
                 asyncio.IncompleteReadError, FrameError) as exc:
             log.debug("inbound raft connection closed: %s", exc)
+        except asyncio.CancelledError:
+            pass  # stop(): end quietly (asyncio would log a cancelled connection callback)
         finally:
             if task is not None:
                 self._inbound.discard(task)

@@ -108,6 +108,7 @@ class SnapshotMeta:
     index: int
     term: int
     voters: tuple[int, ...]
+    addrs: tuple[tuple[int, str], ...] = ()  # (id, raft addr) of every voter (membership)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +209,8 @@ def to_wire(msg: Message) -> dict[str, Any]:
     if msg.snapshot is not None:
         s = msg.snapshot
         d["s"] = [s.index, s.term, list(s.voters)]
+        if s.addrs:
+            d["s"].append([[i, a] for i, a in s.addrs])
     if msg.context:
         d["x"] = msg.context
     return d
@@ -231,6 +234,7 @@ def from_wire(d: dict[str, Any]) -> Message:
         reject=bool(d.get("r", False)),
         reject_hint=int(d.get("h", 0)),
         snapshot=None if snap is None else SnapshotMeta(
-            int(snap[0]), int(snap[1]), tuple(int(v) for v in snap[2])),
+            int(snap[0]), int(snap[1]), tuple(int(v) for v in snap[2]),
+            tuple((int(i), str(a)) for i, a in (snap[3] if len(snap) > 3 else ()))),
         context=bytes(d.get("x", b"")),
     )

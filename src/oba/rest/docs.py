@@ -17,7 +17,11 @@ _PUBLIC = {"/api/v1/health", "/api/v1/auth/bind", "/api/v1/config/public",
 def _access(path: str, op: dict[str, Any]) -> str:
     if path in _PUBLIC:
         return "public"
-    if path.startswith(("/api/v1/acl", "/api/v1/config")):
+    admin_prefixes = ("/api/v1/acl", "/api/v1/config", "/api/v1/cluster/members",
+                      "/api/v1/cluster/transfer-leadership", "/api/v1/backup",
+                      "/api/v1/logs/archive")
+    clears_logs = path == "/api/v1/logs" and op.get("operationId", "").startswith("clear")
+    if path.startswith(admin_prefixes) or clears_logs:
         return "admin"
     return "auth" if op.get("security") else "public"
 

@@ -5,6 +5,13 @@ come from ``node.cluster`` through ``cluster_status()`` (a dict of the reference
 ``is_leader()``, ``leader()`` (None, an ``(id, addr)`` pair, a mapping or an object with
 ``id``/``addr``) and ``ready()``. ``health`` is 200 only on the leader; ``ready`` 200 only when
 ready. Status and leader need authentication; health and ready are public (load balancers).
+
+Administration (root DN only, any node: a follower forwards to the leader over Raft):
+``POST /members {id, addr}`` and ``DELETE /members/{id}`` (single-server changes, one at a
+time) answer ``{op, id, index, peers[{id, addr}]}`` once the change is applied on the leader;
+``POST /transfer-leadership {to?}`` answers ``{leaderId, leaderAddr, previousLeaderId,
+elapsedMs}`` once the new leader is known. Refused -> 409 ``membership_refused``; no leader or
+not done within the bound -> 503 ``no_leader`` / ``timeout``; standalone -> 400.
 """
 
 from __future__ import annotations
@@ -14,9 +21,10 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from oba.rest import models as m
-from oba.rest.auth import State, Who
+from oba.rest.auth import Admin, State, Who
 from oba.rest.errors import ERROR_RESPONSES, ApiError
 
 router = APIRouter(prefix="/api/v1/cluster", responses=ERROR_RESPONSES, tags=["cluster"])
@@ -94,3 +102,61 @@ async def leader(state: State, who: Who) -> dict[str, Any]:
         raise ApiError(503, "no_leader", "the cluster has no leader at the moment")
     leader_id, addr = found
     return {"leaderId": leader_id, "leaderAddr": addr, "isLeader": bool(cluster.is_leader())}
+
+
+# ---------------------------------------------------------------- administration
+
+
+class MemberIn(BaseModel):
+    id: int = Field(gt=0, description="The new member's node id.")
+    addr: str = Field(min_length=3, description="Its Raft address HOST:PORT.")
+
+
+class TransferIn(BaseModel):
+    to: int | None = Field(default=None, description="Target node id; absent: the most "
+                           "up-to-date follower.")
+
+
+def _cluster_or_400(state: State) -> Any:
+    cluster = state.node.cluster
+    if cluster is None:
+        raise ApiError(400, "not_cluster_mode", "this node runs standalone (cluster.enabled is "
+                       "false)")
+    attach = getattr(cluster, "attach_node", None)
+    if attach is not None and getattr(cluster, "server_node", None) is None:
+        attach(state.node)
+    return cluster
+
+
+async def _run_admin(call: Any) -> dict[str, Any]:
+    from oba.cluster.runtime import MembershipError, NotLeader
+
+    try:
+        return dict(await call)
+    except MembershipError as exc:
+        raise ApiError(409, "membership_refused", str(exc)) from None
+    except NotLeader:
+        raise ApiError(503, "no_leader", "the cluster has no leader at the moment") from None
+    except TimeoutError as exc:
+        raise ApiError(503, "timeout", str(exc) or "the cluster did not answer in time"
+                       ) from None
+
+
+@router.post("/members", summary="Add a voting member (single-server change)")
+async def add_member(body: MemberIn, state: State, who: Admin) -> dict[str, Any]:
+    cluster = _cluster_or_400(state)
+    return await _run_admin(cluster.add_member(body.id, body.addr))
+
+
+@router.delete("/members/{node_id}", summary="Remove a member (single-server change)")
+async def remove_member(node_id: int, state: State, who: Admin) -> dict[str, Any]:
+    cluster = _cluster_or_400(state)
+    return await _run_admin(cluster.remove_member(node_id))
+
+
+@router.post("/transfer-leadership", summary="Hand leadership to another member")
+async def transfer_leadership(state: State, who: Admin, body: TransferIn | None = None
+                              ) -> dict[str, Any]:
+    cluster = _cluster_or_400(state)
+    to = body.to if body is not None and body.to else 0
+    return await _run_admin(cluster.transfer_leadership(to))

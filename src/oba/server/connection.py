@@ -127,6 +127,7 @@ class LDAPConnection(asyncio.Protocol):
         self.closed = False
         self.pending: dict[int, asyncio.Task[None]] = {}
         self.started: dict[int, float] = {}  # message id -> arrival, for latency metrics
+        self._cork: list[bytes] | None = None  # output held back while a batch is processed
         self.cookies = CookieJar()
         self._writable = asyncio.Event()
         self._writable.set()
@@ -206,7 +207,21 @@ class LDAPConnection(asyncio.Protocol):
         return len(self.pending) >= MAX_PENDING or not self._writable.is_set()
 
     def _process(self) -> None:
-        """Dispatch the buffered requests, unless upgrading to TLS or blocked (backpressure)."""
+        """Dispatch the buffered requests, unless upgrading to TLS or blocked (backpressure).
+        Responses produced meanwhile are corked and leave in one write (one syscall for a
+        whole batch of pipelined requests, or for a search's entries and its result)."""
+        self._cork = []
+        try:
+            self._process_corked()
+        finally:
+            self._flush_cork()
+
+    def _flush_cork(self) -> None:
+        buf, self._cork = self._cork, None
+        if buf and self.transport is not None and not self.closed:
+            self.transport.write(buf[0] if len(buf) == 1 else b"".join(buf))
+
+    def _process_corked(self) -> None:
         while not self.closed:
             if self._upgrading:
                 return
@@ -246,7 +261,10 @@ class LDAPConnection(asyncio.Protocol):
 
     def send(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
-            self.transport.write(data)
+            if self._cork is not None:
+                self._cork.append(data)
+            else:
+                self.transport.write(data)
             self._written += len(data)
 
     def reply(self, message_id: int, op: ProtocolOp, controls: tuple[Control, ...] = ()) -> None:
@@ -278,6 +296,7 @@ class LDAPConnection(asyncio.Protocol):
         self.close()
 
     def close(self) -> None:
+        self._flush_cork()  # a Notice of Disconnection or last results go out first
         self.cookies.clear()
         self._cancel_timers()
         if self.transport is not None and not self.closed:
@@ -288,6 +307,7 @@ class LDAPConnection(asyncio.Protocol):
     def abort(self) -> None:
         """Drop the connection at once, discarding unsent output (also the kernel's: the
         socket lingers 0 s, so the peer gets a reset rather than the rest of the data)."""
+        self._cork = None
         self.cookies.clear()
         self._cancel_timers()
         if self.transport is not None and not self.closed:
