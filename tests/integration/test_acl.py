@@ -130,10 +130,10 @@ def test_attribute_level_read_pattern_subject_and_deny(srv: RestServer) -> None:
     assert seen["telephoneNumber"] == [b"+1 555 0100"] and seen["mail"]
     [(_, svc_view)] = as_(srv, SVC).search_s(ALICE, ldap.SCOPE_BASE)
     assert "telephoneNumber" not in svc_view and svc_view["cn"] == [b"Alice"]
-    # userPassword: only its owner, whatever the rules grant
+    # userPassword: returned to the root DN only, whatever the rules grant (not even its owner)
     assert "userPassword" not in seen
     [(_, own)] = as_(srv, ALICE).search_s(ALICE, ldap.SCOPE_BASE)
-    assert own["userPassword"]
+    assert "userPassword" not in own
 
 
 def test_filter_on_attribute_without_search_right_is_undefined(srv: RestServer) -> None:

@@ -3,12 +3,12 @@
 Rules for this module:
 - The root DN may do anything, whatever the rules say.
 - With no ACL document (no ``aclFile``, nothing set over REST) the built-in default applies, the
-  policy of a stock OpenLDAP: ``userPassword`` readable and writable by its owner only (binds
-  check it regardless), everything else readable (read, search, compare) by everyone, no other
-  write for anyone but the root DN.
-- With a document, ``oba.acl.engine`` decides; on top of it ``userPassword`` is never read,
-  searched or compared by anyone but its owner and the root DN (a document can restrict that
-  further, never widen it).
+  policy of a stock OpenLDAP: ``userPassword`` writable by its owner (binds check it
+  regardless), everything else readable (read, search, compare) by everyone, no other write for
+  anyone but the root DN.
+- Whatever the rules say, ``userPassword`` values are returned (``read``) to the root DN only,
+  and searched or compared by the root DN and the entry's owner only (a document can restrict
+  that further, never widen it). A hash is a secret too: offline guessing needs only the hash.
 - ``group:<DN>`` subjects are resolved from the directory (``attach`` gives the store) and
   cached per applied change index, so a membership change counts from the next operation.
 - Decisions only, no network I/O; identities and targets are normalised DNs (``""`` =
@@ -26,6 +26,11 @@ from oba.acl.engine import AclEngine, Decision, GroupResolver
 from oba.protocol.resultcodes import ResultCode
 
 PROTECTED_ATTRS = frozenset({"userpassword"})
+
+
+def _password_hidden(bind_ndn: str, target_ndn: str, right: str) -> bool:
+    """For a non-root identity: is this read/search/compare of userPassword refused?"""
+    return right == "read" or not bind_ndn or bind_ndn != target_ndn
 READ_RIGHTS = frozenset({"read", "search", "compare"})
 GROUP_MEMBER_ATTRS = ("member", "uniqueMember")
 
@@ -121,9 +126,10 @@ class AccessPolicy:
         if self.is_root(bind_ndn):
             return Decision(True, None, None, "the root DN may do anything")
         protected = attr is not None and attr.lower() in PROTECTED_ATTRS
-        if protected and right in READ_RIGHTS and (not bind_ndn or bind_ndn != target_ndn):
+        if protected and right in READ_RIGHTS and _password_hidden(bind_ndn, target_ndn, right):
             return Decision(False, None, None,
-                            "userPassword is visible only to its owner and the root DN")
+                            "userPassword is returned to the root DN only (its owner may "
+                            "search and compare it)")
         if self.engine is None:
             return self._builtin(bind_ndn, target_ndn, right, attr)
         return self.engine.decide(bind_ndn, target_ndn, right, attr, self.group_members)
@@ -150,7 +156,7 @@ class AccessPolicy:
         if rules is None or self.engine is None:
             return self.decide(bind_ndn, target_ndn, right, attr).allowed
         if attr is not None and attr.lower() in PROTECTED_ATTRS and right in READ_RIGHTS:
-            if not bind_ndn or bind_ndn != target_ndn:
+            if _password_hidden(bind_ndn, target_ndn, right):
                 return False
         return self.engine.decide_among(rules, right, attr).allowed
 
