@@ -9,6 +9,7 @@ with the certificate current at that moment, precedes ``connection_made``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -58,13 +59,24 @@ class LDAPListener:
         log.info("LDAP listening on %s://%s:%d", scheme, sock[0], sock[1])
         return str(sock[0]), int(sock[1])
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 2.0) -> None:
+        """Stop listening, close every connection, and give them ``grace`` seconds to flush
+        their output; connections still open then (a client that never reads) are aborted,
+        so a stop never hangs on a stalled peer."""
+        loop = asyncio.get_running_loop()
         for server in self.servers:
             server.close()
         for conn in list(self.connections):
             conn.close()
+        deadline = loop.time() + grace
+        while self.connections and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
         for server in self.servers:
-            await server.wait_closed()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), grace)
         self.servers.clear()
 
 
