@@ -34,6 +34,7 @@ from oba.events import ChangeHub
 from oba.ldif import parse_ldif
 from oba.protocol.dn import DNError
 from oba.protocol.resultcodes import ResultCode
+from oba.reqctx import RequestIdFilter
 from oba.schema import Schema, SchemaError, default_schema_files
 from oba.server.listener import LDAPListener
 from oba.server.node import Node
@@ -52,6 +53,7 @@ class _JSONFormatter(logging.Formatter):
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "requestId": getattr(record, "request_id", "-"),
             "msg": record.getMessage(),
         }
         if record.exc_info:
@@ -74,7 +76,9 @@ def setup_logging(config: Config) -> None:
     if str(config.logging.format) == "json":
         handler.setFormatter(_JSONFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"))
+    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

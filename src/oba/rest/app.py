@@ -122,4 +122,5 @@ def create_app(state: RestState | None) -> FastAPI:
     app.add_middleware(mw.Cors, config=rest_config)
     app.add_middleware(mw.RequestCounter, on_request=count)
     app.add_middleware(mw.Guard)
+    app.add_middleware(mw.RequestId)
     return app

@@ -21,6 +21,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from oba import reqctx
 from oba.config import RestConfig
 from oba.rest.errors import body
 
@@ -36,6 +37,34 @@ async def send_json(send: Send, status: int, payload: dict[str, Any],
     raw += [(k.lower().encode(), v.encode()) for k, v in headers]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": data})
+
+
+class RequestId:
+    """Gives each HTTP request a request id (the client's sane ``X-Request-ID``, or a new one)
+    for logs, Commands and audit records, and echoes it in the ``X-Request-ID`` header."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = None
+        for key, value in scope.get("headers", ()):
+            if key == b"x-request-id":
+                given = value.decode("latin-1")
+                break
+        rid = reqctx.begin(given)
+
+        async def with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = dict(message)
+                message["headers"] = [*message.get("headers", ()),
+                                      (b"x-request-id", rid.encode())]
+            await send(message)
+
+        await self.app(scope, receive, with_header)
 
 
 class Guard:
