@@ -39,6 +39,7 @@ from oba.schema import Schema, SchemaError, default_schema_files
 from oba.server.listener import LDAPListener
 from oba.server.node import Node
 from oba.storage import DEFAULT_INDEXES, Store
+from oba.storage.lmdbstore import IncompleteImport
 
 if TYPE_CHECKING:  # cluster mode
     from oba.cluster.runtime import ClusterRuntime
@@ -300,6 +301,6 @@ def serve(config: Config, example_data: bool = False, config_path: str | None = 
 
     try:
         return asyncio.run(main())
-    except (OSError, SchemaError, DNError, lmdb.Error) as exc:
+    except (OSError, SchemaError, DNError, lmdb.Error, IncompleteImport) as exc:
         log.error("cannot start: %s", exc)
         return 1

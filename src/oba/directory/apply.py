@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from oba.directory.commands import (
     AddCommand,
@@ -112,11 +112,34 @@ def _flag(obj: Any, *names: str) -> bool:
     return any(bool(getattr(obj, n, False)) for n in names)
 
 
+def _memo(schema: SchemaLike, name: str) -> dict[Any, Any] | None:
+    """A memo table kept on the schema object (None when it takes no attributes). Only
+    answers that depend on the schema alone go in; a schema is never changed in place."""
+    table: dict[Any, Any] | None = getattr(schema, name, None)
+    if table is None:
+        table = {}
+        try:
+            setattr(schema, name, table)
+        except AttributeError:
+            return None
+    if len(table) > 4096:
+        table.clear()
+    return table
+
+
 def _no_user_mod(schema: SchemaLike, canon: str) -> bool:
+    memo = _memo(schema, "_apply_no_user_mod")
+    if memo is not None:
+        hit = memo.get(canon)
+        if hit is not None:
+            return bool(hit)
     if canon.lower() in OPERATIONAL:
-        return True
-    at = schema.attribute(canon)
-    return _flag(at, "no_user_modification", "no_user_mod")
+        result = True
+    else:
+        result = _flag(schema.attribute(canon), "no_user_modification", "no_user_mod")
+    if memo is not None:
+        memo[canon] = result
+    return result
 
 
 def _operational(schema: SchemaLike, canon: str) -> bool:
@@ -202,7 +225,26 @@ def _is_subclass(schema: SchemaLike, sub: Any, sup: Any) -> bool:
 
 def _structural(schema: SchemaLike, classes: list[bytes]) -> str | None:
     """The most-derived structural class among the listed classes (as the schema names it);
-    65 when two listed structural classes are not in one superclass chain (slapd's check)."""
+    65 when two listed structural classes are not in one superclass chain (slapd's check).
+    Memoised on the class list."""
+    memo = _memo(schema, "_apply_structural")
+    if memo is None:
+        return _structural_uncached(schema, classes)
+    key = tuple(classes)
+    try:
+        hit = memo[key]
+    except KeyError:
+        try:
+            hit = (True, _structural_uncached(schema, classes))
+        except _Fail as fail:
+            hit = (False, fail.result.message)
+        memo[key] = hit
+    if not hit[0]:
+        raise _Fail(OBJECT_CLASS_VIOLATION, hit[1])
+    return cast("str | None", hit[1])
+
+
+def _structural_uncached(schema: SchemaLike, classes: list[bytes]) -> str | None:
     best: Any = None
     best_text = ""
     for value in classes:
@@ -348,8 +390,8 @@ def _under(txn: WriteTxn, schema: SchemaLike, rdn: DN, parent_ndn_: str, parent:
     """The stored DN of an entry named ``rdn`` below ``parent``: like back-mdb, the parent part
     is the parent entry's stored DN when it exists (so ``OU=People`` reads ``ou=people``)."""
     head = format_dn(_pretty(schema, rdn))
-    stored = txn.get_by_ndn(parent_ndn_) if parent_ndn_ else None
-    tail = stored.dn if stored is not None else format_dn(_pretty(schema, parent))
+    stored = txn.stored_dn(parent_ndn_) if parent_ndn_ else None
+    tail = stored if stored is not None else format_dn(_pretty(schema, parent))
     return head + ("," + tail if tail else "")
 
 

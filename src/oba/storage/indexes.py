@@ -55,7 +55,7 @@ def sub_keys(norm: bytes) -> set[bytes]:
     """Substring index keys for one normalised value (none when shorter than 3 bytes)."""
     if len(norm) < 3:
         return set()
-    keys = {b"~" + g for g in trigrams(norm)}
+    keys = {b"~" + norm[i : i + 3] for i in range(len(norm) - 2)}
     keys.add(b"^" + norm[:3])
     keys.add(b"$" + norm[-3:])
     return keys
@@ -125,5 +125,5 @@ def keys_for_values(
                     norm = rule.normalize(v)
                 except Exception:  # an unindexable value is skipped
                     continue
-                keys.update(fit_key(k) for k in sub_keys(norm))
+                keys.update(sub_keys(norm))  # 4-byte keys: never longer than MAX_KEY
     return keys

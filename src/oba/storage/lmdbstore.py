@@ -5,6 +5,8 @@ Rules:
   ``{"dn", "a"}``), ``dn2id`` (normalised DN -> id), ``children`` (parent id -> child id,
   dupsort/dupfixed, the root's parent is 0), ``idx:<attr>`` (index key -> id, dupsort/dupfixed),
   ``meta`` (``next_id``, ``applied_index``, ``index_config``, ``format_version``).
+- A data directory holding ``IMPORT_MARKER`` is a bulk import that did not finish: ``Store``
+  refuses to open it (``IncompleteImport``) unless the importer itself opens it.
 - One writer at a time (the writer thread); readers never block. A transaction object is used
   only in the thread that created it, inside its ``with`` block.
 - ``put_entry`` keeps dn2id, children and every index consistent by diffing old vs new keys;
@@ -32,6 +34,11 @@ _DN2ID = b"dn2id"
 _CHILDREN = b"children"
 _META = b"meta"
 _IDX_PREFIX = "idx:"
+IMPORT_MARKER = "import-in-progress"
+
+
+class IncompleteImport(RuntimeError):
+    """The data directory holds an interrupted offline import."""
 
 
 def id_bytes(i: int) -> bytes:
@@ -118,6 +125,11 @@ class ReadTxn:
     def get_by_ndn(self, ndn: str) -> Entry | None:
         eid = self.id_for_ndn(ndn)
         return None if eid is None else self.get(eid)
+
+    def stored_dn(self, ndn: str) -> str | None:
+        """The DN as stored of the entry with normalised DN ``ndn`` (None when absent)."""
+        entry = self.get_by_ndn(ndn)
+        return None if entry is None else entry.dn
 
     def children(self, eid: int) -> list[int]:
         cur = self._txn.cursor(db=self._store._children)
@@ -293,9 +305,19 @@ class Store:
         schema: SchemaLike,
         indexes: Mapping[str, Iterable[str]] | None = None,
         map_size: int = 1 << 34,
+        *,
+        durable: bool = True,
+        importing: bool = False,
     ) -> None:
+        """``durable=False`` skips the fsync at each commit (bulk import: call
+        ``env.sync(True)`` at the end); ``importing`` lets the importer open a directory that
+        holds ``IMPORT_MARKER``."""
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
+        if not importing and (self.path / IMPORT_MARKER).exists():
+            raise IncompleteImport(
+                f"{self.path} holds an interrupted offline import ({IMPORT_MARKER}): remove "
+                "the directory's contents and run the import again")
         self.schema = schema
         self.index_config = ix.normalize_config(
             schema, ix.DEFAULT_INDEXES if indexes is None else indexes
@@ -305,8 +327,8 @@ class Store:
             max_dbs=64 + 2 * len(self.index_config),
             map_size=map_size,
             subdir=True,
-            sync=True,
-            metasync=True,
+            sync=durable,
+            metasync=durable,
             writemap=False,
             readahead=False,
             lock=True,

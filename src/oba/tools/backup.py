@@ -10,9 +10,10 @@ Rules for this module:
   so metadata and data agree. Not the compacting copy: with py-lmdb 3.0 (LMDB 0.9.36)
   ``compact=True`` segfaults on Oba's databases (dupsort/dupfixed), with or without ``txn``.
 - Restore writes into a data directory no server holds, replacing ``data.mdb`` atomically and
-  removing a stale ``lock.mdb``. ``for_cluster`` resets the stored applied index to 0 and drops
-  the request-id tables, so a brand-new Raft log (empty raft dir) starts at index 1 on top of
-  the restored data on every node (see docs/backup-restore.md).
+  removing a stale ``lock.mdb`` (and the marker of an interrupted import). ``for_cluster``
+  resets the stored applied index to 0 and drops the request-id tables, so a brand-new Raft
+  log (empty raft dir) starts at index 1 on top of the restored data on every node (see
+  docs/backup-restore.md).
 - Timestamped names follow the original: ``-YYYYMMDD-HHMMSS`` before the extension unless the
   name already holds 8 consecutive digits.
 """
@@ -39,6 +40,7 @@ import lmdb
 from oba import __version__
 from oba.ldif import write_ldif
 from oba.storage import Store
+from oba.storage.lmdbstore import IMPORT_MARKER
 from oba.tools import offline
 
 MAGIC = b"OBABKP1\n"
@@ -272,6 +274,8 @@ def restore(path: str | Path, data_dir: str | Path, *, for_cluster: bool = False
         with contextlib.suppress(FileNotFoundError):
             (target / "lock.mdb").unlink()
         os.replace(tmp, target / "data.mdb")
+        # the whole database was replaced: an interrupted import left there is gone
+        (target / IMPORT_MARKER).unlink(missing_ok=True)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

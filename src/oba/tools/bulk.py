@@ -11,8 +11,8 @@ Rules for this module:
   ``modifyTimestamp``) are kept, as ``slapadd`` keeps them; ones Oba computes
   (``structuralObjectClass``, ``memberOf``...) are dropped and recomputed. The first entry
   loaded is accepted as a naming context besides ``directory.baseDN``.
-- With ``defer_indexes`` the entries are loaded with no attribute index and every index is
-  built afterwards in one pass (``Store`` rebuilds indexes whose configuration changed).
+- The load itself is ``oba.tools.fastload`` (in-memory lookups, LMDB appends, every index
+  written once at the end, one fsync); a marker file guards against using a half import.
 - Export writes content records parents first (a walk of the ``children`` database, or the
   search order when a filter/base is given) with the operational attributes above, so that
   export -> import -> export is byte-identical.
@@ -20,6 +20,11 @@ Rules for this module:
 
 from __future__ import annotations
 
+import base64
+import binascii
+import gc
+import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -36,8 +41,9 @@ from oba.ldif import LDIFError, LDIFRecord, parse_ldif, write_ldif
 from oba.protocol.messages import Filter, Present, Scope
 from oba.schema import Schema
 from oba.storage import Store
-from oba.storage.lmdbstore import ReadTxn, WriteTxn
+from oba.storage.lmdbstore import IMPORT_MARKER, ReadTxn, WriteTxn
 from oba.tools import offline
+from oba.tools.fastload import MAX_HELD, BulkLoad, BulkTxn
 from oba.tools.fastschema import CachedSchema
 
 # Operational attributes an export carries and an import restores (slapcat/slapadd's set).
@@ -105,6 +111,11 @@ def read_records(source: IO[bytes]) -> Iterator[LDIFRecord | BadRecord]:
 
 def _parse_block(block: list[bytes], start: int, first: bool
                  ) -> Iterator[LDIFRecord | BadRecord]:
+    if not first:
+        fast = _fast_content_record(block, start)
+        if fast is not None:
+            yield fast
+            return
     data = b"".join(block)
     try:
         if first:
@@ -122,6 +133,72 @@ def _parse_block(block: list[bytes], start: int, first: bool
         yield rec
 
 
+_ATTR_DESC = re.compile(r"^(?:[A-Za-z][A-Za-z0-9-]*|[0-9]+(?:\.[0-9]+)*)(?:;[A-Za-z0-9-]+)*$")
+
+
+_GOOD_NAMES: set[str] = set()  # attribute descriptions already accepted by the fast parser
+
+
+def _fast_content_record(block: list[bytes], start: int) -> LDIFRecord | None:
+    """The plain content record of ``block`` (first line at ``start``), parsed the way
+    ``parse_ldif`` parses it; None for anything else (change records, controls, URL values,
+    errors, comments inside folded lines...): the caller then uses ``parse_ldif``, which gives
+    the same result or the exact error."""
+    try:
+        text_block = b"".join(block).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    lines: list[tuple[int, str]] = []
+    comment = False
+    for offset, text in enumerate(text_block.split("\n")[: len(block)]):
+        if text.endswith("\r"):
+            text = text.rstrip("\r")
+        if text.startswith(" "):
+            if not lines and not comment:
+                return None
+            if not comment:
+                number, head = lines[-1]
+                lines[-1] = (number, head + text[1:])
+            continue
+        comment = text.startswith("#")
+        if not comment:
+            lines.append((start + offset, text))
+    if len(lines) < 2:
+        return None
+    record: LDIFRecord | None = None
+    attributes: list[tuple[str, bytes]] = []
+    for number, text in lines:
+        name, sep, rest = text.partition(":")
+        if not sep or rest.startswith("<"):
+            return None
+        if rest.startswith(":"):
+            try:
+                value = base64.b64decode(rest[1:].strip(), validate=True)
+            except (binascii.Error, ValueError):
+                return None
+        else:
+            value = rest.lstrip(" ").encode("utf-8")
+        low = name.lower()
+        if record is None:
+            if low != "dn":
+                return None
+            try:
+                record = LDIFRecord(dn=value.decode("utf-8").strip(), line=number)
+            except UnicodeDecodeError:
+                return None
+            continue
+        if name not in _GOOD_NAMES:
+            if low in ("dn", "changetype", "control") or not _ATTR_DESC.match(name):
+                return None
+            if len(_GOOD_NAMES) < 10_000:
+                _GOOD_NAMES.add(name)
+        attributes.append((name, value))
+    if record is None:
+        return None
+    record.attributes = attributes
+    return record
+
+
 def _block_dn(block: list[bytes]) -> str:
     for raw in block:
         if raw[:3].lower() == b"dn:":
@@ -129,10 +206,11 @@ def _block_dn(block: list[bytes]) -> str:
     return ""
 
 
-def add_command(rec: LDIFRecord, actor: str = IMPORT_ACTOR, now: str | None = None
-                ) -> tuple[AddCommand, dict[str, bytes]]:
+def add_command(rec: LDIFRecord, actor: str = IMPORT_ACTOR, now: str | None = None,
+                request_id: str | None = None) -> tuple[AddCommand, dict[str, bytes]]:
     """The AddCommand for a content (or ``changetype: add``) record, plus the kept
-    operational values (lower-cased name -> value) to restore after the add."""
+    operational values (lower-cased name -> value) to restore after the add. The request id
+    is random unless given (an offline import never replays commands)."""
     grouped: dict[str, list[bytes]] = {}
     kept: dict[str, bytes] = {}
     for name, value in rec.attributes:
@@ -147,7 +225,7 @@ def add_command(rec: LDIFRecord, actor: str = IMPORT_ACTOR, now: str | None = No
     who = kept.get("creatorsname", b"").decode("utf-8", "replace") or actor
     ident = kept.get("entryuuid", b"").decode("ascii", "replace") or str(uuid.uuid4())
     cmd = AddCommand(rec.dn, tuple((k, tuple(v)) for k, v in grouped.items()),
-                     uuid.uuid4().hex, who, when, ident)
+                     request_id or uuid.uuid4().hex, who, when, ident)
     return cmd, kept
 
 
@@ -178,22 +256,36 @@ def import_offline(
     defer_indexes: bool = True,
     progress: Progress | None = None,
 ) -> ImportReport:
-    """Load every record of ``source`` into the empty data directory of ``config``."""
+    """Load every record of ``source`` into the empty data directory of ``config``.
+
+    Bulk path (``oba.tools.fastload``): lookups from memory, ``id2entry`` appended, ``dn2id``,
+    ``children`` and every index written once at the end in key order; no fsync until the
+    end. ``IMPORT_MARKER`` exists in the data directory from the first write until the final
+    sync, so an interrupted import is refused by the server and restarted from scratch by the
+    next import. ``defer_indexes`` is kept for compatibility: indexes are always built last."""
+    del defer_indexes
     data_dir = Path(config.storage.dataDir)
     if data_dir.exists():
         offline.refuse_if_live(data_dir, "an offline import")
+        _wipe_interrupted(data_dir)
     real_schema = offline.schema_for(config)
     schema = cast(Schema, CachedSchema(real_schema))
     indexes = offline.index_config(config)
-    store = offline.open_store(config, schema, {} if defer_indexes else indexes)
+    store = Store(config.storage.dataDir, schema, indexes, map_size=int(config.storage.mapSize),
+                  durable=False, importing=True)
     report = ImportReport()
     started = time.monotonic()
+    marker = data_dir / IMPORT_MARKER
+    collecting = gc.isenabled()
+    gc.disable()  # millions of long-lived objects, no cycles: full collections cost O(n^2)
     try:
         with store.read() as rtxn:
             if rtxn.count():
                 raise ImportRefused(f"{data_dir} already holds {rtxn.count()} entries: an "
                                     "offline import needs an empty data directory "
                                     "(use --url for a running server)")
+        _write_marker(marker)
+        load = BulkLoad(store)
         ctx = offline.apply_context(config, schema)
         now = _now()
         records = read_records(source)
@@ -201,27 +293,57 @@ def import_offline(
             chunk = _take(records, batch)
             if not chunk:
                 break
-            with store.write() as txn:
-                index = txn.applied_index()
+            with store.env.begin(write=True) as raw:
+                txn = BulkTxn(store, raw, load)
                 for item in chunk:
                     bad = _import_one(txn, item, ctx, now)
                     if bad is None:
                         report.added += 1
-                        index += 1
                         continue
                     report.failed.append(bad)
                     if not continue_on_error:
                         report.stopped = True
                         break
-                txn.set_applied_index(index)
+            if load.held > MAX_HELD:
+                load.flush_indexes()
             if progress is not None:
                 progress(len(chunk))
+        load.finish(report.added)
+        store.env.sync(True)
     finally:
         store.close()
-    if defer_indexes and indexes:
-        offline.open_store(config, schema, indexes).close()  # builds every index in one pass
+        if collecting:
+            gc.enable()
+    marker.unlink()
+    _fsync_dir(data_dir)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _write_marker(marker: Path) -> None:
+    with open(marker, "w", encoding="utf-8") as fh:
+        fh.write("an offline import is writing this directory; if no import is running, it "
+                 "was interrupted: the directory is not usable\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    _fsync_dir(marker.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _wipe_interrupted(data_dir: Path) -> None:
+    """An interrupted import (marker present) is thrown away: only it wrote these files."""
+    if not (data_dir / IMPORT_MARKER).exists():
+        return
+    for name in ("data.mdb", "lock.mdb"):
+        (data_dir / name).unlink(missing_ok=True)
+    (data_dir / IMPORT_MARKER).unlink()
 
 
 def _take(records: Iterator[LDIFRecord | BadRecord], n: int) -> list[LDIFRecord | BadRecord]:
@@ -240,7 +362,7 @@ def _import_one(txn: WriteTxn, item: LDIFRecord | BadRecord, ctx: ApplyContext, 
     if item.changetype not in (None, "add"):
         return BadRecord(item.line, item.dn,
                          f"changetype {item.changetype} is not supported by import (adds only)")
-    cmd, kept = add_command(item, now=now)
+    cmd, kept = add_command(item, now=now, request_id="import")
     if txn.count() == 0:  # the first entry names the tree (slapadd takes it from the config)
         try:
             ndn = ctx.schema.normalize_dn(item.dn)

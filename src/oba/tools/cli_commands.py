@@ -59,6 +59,7 @@ def _die(code: int, message: str) -> typer.Exit:
 def _errors() -> Iterator[None]:
     """Map every expected failure to a message and an exit code."""
     from oba.config import ConfigError
+    from oba.storage.lmdbstore import IncompleteImport
     from oba.tools.backup import BackupError
     from oba.tools.bulk import ImportRefused
     from oba.tools.offline import DataDirBusy
@@ -67,7 +68,8 @@ def _errors() -> Iterator[None]:
         yield
     except ToolError as exc:
         raise _die(exc.code, exc.message) from None
-    except (DataDirBusy, BackupError, ImportRefused, FileNotFoundError) as exc:
+    except (DataDirBusy, BackupError, ImportRefused, IncompleteImport,
+            FileNotFoundError) as exc:
         raise _die(EXIT_FAILED, str(exc)) from None
     except ConfigError as exc:
         raise _die(EXIT_FAILED, "; ".join(exc.errors)) from None

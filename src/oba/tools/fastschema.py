@@ -1,8 +1,10 @@
 """A memoising view of a ``Schema`` for bulk loads (the schema does not change during one).
 
-Rules for this module: answers exactly what the wrapped schema answers; only the pure name
-lookups (``canonical``, ``attribute``, ``object_class``, the matching-rule getters) are cached,
-per exact argument. Value normalisation is never cached.
+Rules for this module: answers exactly what the wrapped schema answers. The pure name lookups
+(``canonical``, ``attribute``, ``object_class``, the matching-rule getters) are cached per
+exact argument; value and DN normalisation results are cached too (pure functions of their
+arguments), in bounded tables that are emptied when full. A value that fails to normalise is
+never cached: it raises again on every call.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from oba.schema import Schema
+
+_LIMIT = 300_000
 
 
 class CachedSchema:
@@ -19,6 +23,8 @@ class CachedSchema:
         self._attr: dict[str, Any] = {}
         self._oc: dict[str, Any] = {}
         self._rules: dict[tuple[str, str], Any] = {}
+        self._norm: dict[tuple[str, bytes], bytes] = {}
+        self._ndn: dict[str, str] = {}
 
     def __getattr__(self, name: str) -> Any:  # everything else: the real schema
         return getattr(self._s, name)
@@ -62,7 +68,30 @@ class CachedSchema:
         return self._rule("substr", attr)
 
     def normalize(self, attr: str, value: bytes) -> bytes:
-        return self._s.normalize(attr, value)
+        key = (attr, value)
+        try:
+            return self._norm[key]
+        except KeyError:
+            if len(self._norm) >= _LIMIT:
+                self._norm.clear()
+            out = self._norm[key] = self._s.normalize(attr, value)
+            return out
 
     def normalize_dn(self, dn: str) -> str:
-        return self._s.normalize_dn(dn)
+        """A normalised DN is its normalised RDNs joined by commas, so a plain DN (no quotes,
+        escapes or spaces around its first comma) is its first RDN normalised + the parent's
+        normalised DN, which is cached: a bulk load names thousands of entries per parent."""
+        try:
+            return self._ndn[dn]
+        except KeyError:
+            pass
+        i = dn.find(",")
+        if (0 < i < len(dn) - 1 and dn[i - 1] != " " and dn[i + 1] != " "
+                and '"' not in dn and "\\" not in dn):
+            out = self._s.normalize_dn(dn[:i]) + "," + self.normalize_dn(dn[i + 1 :])
+        else:
+            out = self._s.normalize_dn(dn)
+        if len(self._ndn) >= _LIMIT:
+            self._ndn.clear()
+        self._ndn[dn] = out
+        return out
