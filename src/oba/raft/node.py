@@ -607,9 +607,10 @@ class RaftNode:
             raise RuntimeError(f"snapshot {meta.index} to install was not received")
         await asyncio.to_thread(self.snapshots.adopt, path, meta)
         await self.sm.install_snapshot(meta, path)
-        for stale in self._received.values():
-            stale.unlink(missing_ok=True)
-        self._received.clear()
+        # drop only snapshots this one supersedes: a newer one may have arrived meanwhile
+        # (the leader took another snapshot while sending) and the core may ask for it next
+        for idx in [i for i in self._received if i <= meta.index]:
+            self._received.pop(idx).unlink(missing_ok=True)
         self.set_applied(meta.index)
         if meta.voters:
             addrs = dict(meta.addrs)
