@@ -266,6 +266,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--oba-extra-yaml", default="",
                    help="YAML text appended to the generated Oba config")
     p.add_argument("--json", help="write the results as JSON to this file")
+    p.add_argument("--cells", default="",
+                   help="explicit workload:clients cells (e.g. search-eq:1,bind:16); "
+                        "overrides --workloads x --clients")
     args = p.parse_args(argv)
     args.client_list = [int(c) for c in args.clients.split(",") if c.strip()]
     args.workload_list = [w.strip() for w in args.workloads.split(",") if w.strip()]
@@ -274,6 +277,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"unknown workload {w!r}; choose from {', '.join(loadgen.WORKLOADS)}")
     if not args.client_list or min(args.client_list) < 1:
         p.error("--clients needs positive integers")
+    args.cell_list = [(w, c) for w in args.workload_list for c in args.client_list]
+    if args.cells:
+        args.cell_list = []
+        for cell in args.cells.split(","):
+            workload, _, clients = cell.strip().partition(":")
+            if workload not in loadgen.WORKLOADS or not clients.isdigit() or int(clients) < 1:
+                p.error(f"bad cell {cell!r}: want workload:clients")
+            args.cell_list.append((workload, int(clients)))
     return args
 
 
@@ -321,13 +332,12 @@ def main(argv: list[str] | None = None) -> int:
             if want_slapd:
                 servers["slapd"] = stack.enter_context(start_slapd(ldif, log))
             rows = []
-            for workload in args.workload_list:
-                for clients in args.client_list:
-                    results: dict[str, dict[str, Any]] = {"oba": {}, "slapd": {}}
-                    for name, server in servers.items():
-                        log(f"{name}: {workload} x{clients} for {args.duration:g}s")
-                        results[name] = measure(server, workload, clients, args)
-                    rows.append(table_row(workload, clients, results["oba"], results["slapd"]))
+            for workload, clients in args.cell_list:
+                results: dict[str, dict[str, Any]] = {"oba": {}, "slapd": {}}
+                for name, server in servers.items():
+                    log(f"{name}: {workload} x{clients} for {args.duration:g}s")
+                    results[name] = measure(server, workload, clients, args)
+                rows.append(table_row(workload, clients, results["oba"], results["slapd"]))
         print(render_table(rows))
         if args.json:
             report = {

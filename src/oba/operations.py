@@ -63,6 +63,8 @@ GENERATED_PASSWORD_LENGTH = 8  # slapd's length for a server-generated password
 # type, which evaluates to Undefined (RFC 4511 4.5.1.7).
 UNDEFINED_ATTR = "x-oba-no-search-access"
 _TRUE = (b"TRUE", b"1", b"YES")
+NDN_CACHE_SIZE = 16384  # memoised normalised DNs (``Operations.normalize_dn``)
+VIEW_CACHE_SIZE = 8192  # memoised filtered views (``Operations.visible``), cleared when full
 log = logging.getLogger("oba.operations")
 
 
@@ -104,14 +106,25 @@ class Operations:
         self.node = node
         self.schema = node.schema
         self.search_ctx = SearchContext(node.schema)
+        # entry object id -> (entry, its view without protected attributes), see ``visible``
+        self._views: dict[int, tuple[Entry, Entry]] = {}
+        # DN as given -> normalised DN (search bases, bind DNs: the same few come back)
+        self._ndns: dict[str, str] = {}
 
     # ------------------------------------------------------------------ helpers
 
     def normalize_dn(self, dn: str) -> str:
+        ndn = self._ndns.get(dn)
+        if ndn is not None:
+            return ndn
         try:
-            return self.schema.normalize_dn(dn)
+            ndn = self.schema.normalize_dn(dn)
         except (DNError, UndefinedAttribute, InvalidValue) as exc:
             raise OpError(ResultCode.INVALID_DN_SYNTAX, "invalid DN") from exc
+        if len(self._ndns) >= NDN_CACHE_SIZE:
+            self._ndns.clear()
+        self._ndns[dn] = ndn
+        return ndn
 
     def matched_dn(self, txn: Any, dn: str) -> str:
         """The DN of the nearest existing ancestor of ``dn`` (slapd's matchedDN)."""
@@ -160,6 +173,11 @@ class Operations:
         if access.is_root(who.ndn):
             return entry
         if access.builtin:
+            # built-in policy: protected attributes are read by the root DN only, so the view
+            # is the same for every other identity; memoised per (shared, immutable) entry
+            memo = self._views.get(id(entry))
+            if memo is not None and memo[0] is entry:
+                return memo[1]
             hidden = [a for a in entry.attrs if a.lower() in PROTECTED_ATTRS]
             if not hidden:
                 return entry
@@ -167,6 +185,12 @@ class Operations:
                 ndn = ""
             ndn = ndn if ndn is not None else self._entry_ndn(entry)
             drop = {a for a in hidden if not access.can_read_attr(who.ndn, ndn, a)}
+            if drop == set(hidden) and entry.enc is not None:
+                view = self._filtered(entry, drop)
+                if len(self._views) >= VIEW_CACHE_SIZE:
+                    self._views.clear()
+                self._views[id(entry)] = (entry, view)
+                return view
         else:
             ndn = ndn if ndn is not None else self._entry_ndn(entry)
             rules = access.rules_for(who.ndn, ndn)
@@ -174,11 +198,17 @@ class Operations:
                     if not access.allowed_among(rules, who.ndn, ndn, "read", a)}
         if not drop:
             return entry
+        return self._filtered(entry, drop)
+
+    @staticmethod
+    def _filtered(entry: Entry, drop: set[str]) -> Entry:
         if entry.enc is None:
             entry.enc = {}
         # the filtered view shares the encoded-attribute memo: its values are the same objects
-        return Entry(entry.id, entry.dn, {k: v for k, v in entry.attrs.items() if k not in drop},
+        view = Entry(entry.id, entry.dn, {k: v for k, v in entry.attrs.items() if k not in drop},
                      entry.enc)
+        view.ndn = entry.ndn
+        return view
 
     def readable(self, who: Identity, entry: Entry, ndn: str | None = None) -> Entry | None:
         """``visible(entry)``, or None when ``who`` may not see the entry at all."""
@@ -726,5 +756,10 @@ def undefine(flt: Filter, blind: frozenset[str], schema: Any) -> Filter:
 
 def protected_in(flt: Filter) -> frozenset[str] | None:
     """The protected attributes (canonical names) a filter mentions, or None."""
+    if not isinstance(flt, And | Or | Not):  # one item: the common case, no walk
+        attr = getattr(flt, "attr", None)
+        if not attr or attr.split(";", 1)[0].lower() not in PROTECTED_ATTRS:
+            return None
+        return frozenset({"userPassword"})
     found = {"userPassword" for a in filter_attrs(flt) if a.lower() in PROTECTED_ATTRS}
     return frozenset(found) if found else None

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from oba import reqctx
 from oba.audit import db
 from oba.audit.archive import Archiver
 from oba.directory.commands import SystemCommand
@@ -51,7 +52,24 @@ def _gtime() -> str:
     return time.strftime("%Y%m%d%H%M%SZ", time.gmtime())
 
 
+_SCALARS = (str, int, float, bool, type(None))
+_second: tuple[int, str] = (-1, "")
+
+
+def _stamp() -> str:
+    """``db.now_rfc3339()`` (UTC, milliseconds), with the date part formatted once a second:
+    one record per bind makes this a hot path."""
+    global _second
+    now = time.time()
+    sec = int(now)
+    if sec != _second[0]:
+        _second = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
+    return f"{_second[1]}.{min(999, int((now - sec) * 1000)):03d}Z"
+
+
 def _plain(fields: dict[str, Any]) -> dict[str, Any]:
+    if all(type(v) in _SCALARS for v in fields.values()):
+        return dict(fields)  # already JSON-shaped (the common case: dn, resultCode)
     try:
         out: dict[str, Any] = json.loads(json.dumps(fields, default=str))
         return out
@@ -99,9 +117,9 @@ class AuditStore:
             if _suppressed.get():
                 return
             rec: db.Record = {
-                "timestamp": db.now_rfc3339(), "level": str(level).lower(),
+                "timestamp": _stamp(), "level": str(level).lower(),
                 "message": str(message), "source": str(source).lower(), "user": str(user),
-                "requestId": str(request_id), "nodeId": self.node_id,
+                "requestId": str(request_id or reqctx.current()), "nodeId": self.node_id,
                 "fields": _plain(fields) if fields else {},
             }
             self.queue.append(rec)

@@ -5,9 +5,11 @@ they are committed. A caller is answered only after the LMDB transaction holding
 been committed to disk (``sync=True``), so an acknowledged write survives ``kill -9``.
 
 ``LocalReplicator`` (standalone mode) does group commit: commands that queue up while the
-writer is busy are applied in one LMDB transaction and share one fsync. ``apply`` validates
-before it writes, so a failing command leaves no trace in the shared transaction; if ``apply``
-raises (a bug), the batch is aborted and each command retried in a transaction of its own.
+writer is busy are applied in one LMDB transaction and share one fsync; with several
+concurrent writers a commit waits briefly (at most ``MAX_GROUP_WAIT``) for the ones about to
+submit. ``apply`` validates before it writes, so a failing command leaves no trace in the
+shared transaction; if ``apply`` raises (a bug), the batch is aborted and each command retried
+in a transaction of its own.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -29,6 +32,7 @@ from oba.storage import Store
 log = logging.getLogger("oba.replicator")
 
 MAX_BATCH = 256
+MAX_GROUP_WAIT = 0.002  # seconds a commit may wait for concurrent writers (see ``_gather``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +97,8 @@ class LocalReplicator:
         self._queue.put(_STOP)
         await asyncio.get_running_loop().run_in_executor(None, thread.join)
         self._thread = None
+        log.info("writer stopped: %d commands applied in %d commits", self.applied,
+                 self.commits)
 
     async def submit(self, cmd: Command) -> ApplyResult:
         if self._thread is None:
@@ -112,24 +118,52 @@ class LocalReplicator:
     # ------------------------------------------------------------------ writer thread
 
     def _run(self) -> None:
+        # Writers seen at once at the end of the last commit (its batch + those queued
+        # meanwhile), and how long that commit took: see ``_gather``.
+        writers = 1
+        last_commit = 0.0
         while True:
             item = self._queue.get()
             if item is _STOP:
                 return
             batch = [item]
-            stop_after = False
-            while len(batch) < MAX_BATCH:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
-                    stop_after = True
-                    break
-                batch.append(nxt)
+            stop_after = self._gather(batch, writers, min(MAX_GROUP_WAIT, last_commit / 2))
+            started = time.monotonic()
             self._commit_batch(batch)  # type: ignore[arg-type]
+            last_commit = time.monotonic() - started
+            writers = len(batch) + self._queue.qsize()
             if stop_after:
                 return
+
+    def _gather(self, batch: list[object], writers: int, wait: float) -> bool:
+        """Add the queued commands to ``batch``; True when a stop request was met.
+
+        Adaptive group commit: with C concurrent writers, each waiting for its answer before
+        it sends the next write, the writers split into two groups that alternate (one
+        queues while the other's fsync runs), so a commit holds only C/2. When fewer than
+        the ``writers`` of the last commit are queued, the writer waits up to ``wait``
+        (bounded by half the last commit time) for the rest, and the groups merge. A single
+        writer never waits."""
+        deadline = 0.0
+        while len(batch) < MAX_BATCH:
+            try:
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                if len(batch) >= writers or wait <= 0:
+                    return False
+                now = time.monotonic()
+                if not deadline:
+                    deadline = now + wait
+                if now >= deadline:
+                    return False
+                try:
+                    nxt = self._queue.get(timeout=deadline - now)
+                except queue.Empty:
+                    return False
+            if nxt is _STOP:
+                return True
+            batch.append(nxt)
+        return False
 
     def _commit_batch(self, batch: list[tuple[Command, Future[ApplyResult]]]) -> None:
         def failed(one: tuple[Command, Future[ApplyResult]], exc: Exception

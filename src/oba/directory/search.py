@@ -151,7 +151,8 @@ def search(
             kids = txn.children(base_id)
             ids = kids if candidates is None else [k for k in kids if k in candidates]
             check_dn = False
-    elif candidates is not None and len(candidates) * 4 <= max(txn.count(), 64):
+    elif candidates is not None and (len(candidates) <= 16
+                                     or len(candidates) * 4 <= max(txn.count(), 64)):
         ids = sorted(candidates)
         check_dn = True
     else:

@@ -846,6 +846,17 @@ def encode_search_entry_pieces(message_id: int, dn: str, pieces: Iterable[bytes]
     return tlv(_SEQ, encode_integer(message_id) + tlv(OP_SEARCH_RESULT_ENTRY, body))
 
 
+def encode_search_entry_op(dn: str, pieces: Iterable[bytes]) -> bytes:
+    """The protocolOp part of a SearchResultEntry from encoded PartialAttributes, for callers
+    that memoise it and add the message id with ``encode_with_id``."""
+    return tlv(OP_SEARCH_RESULT_ENTRY, _s(dn) + tlv(_SEQ, b"".join(pieces)))
+
+
+def encode_with_id(message_id: int, op_part: bytes) -> bytes:
+    """A complete LDAPMessage (no controls) around an encoded protocolOp."""
+    return tlv(_SEQ, encode_integer(message_id) + op_part)
+
+
 def encode_result(
     message_id: int, op_tag: int, code: int, matched_dn: str = "", message: str = ""
 ) -> bytes:

@@ -32,9 +32,9 @@ import socket
 import ssl
 import struct
 import time
-from collections.abc import Awaitable, Iterable, Iterator
+from collections.abc import Awaitable, Coroutine, Iterable, Iterator
 from itertools import islice
-from typing import Any
+from typing import Any, TypeVar
 
 from oba.directory.entry import Entry
 from oba.directory.evaluate import compile_filter
@@ -87,6 +87,7 @@ from oba.server.sorting import ResolvedKey, SortError, check_keys, sort_entries
 from oba.server.tls import STARTTLS_OID, ServerTLS
 
 log = logging.getLogger("oba.ldap")
+T = TypeVar("T")
 
 NOTICE_OF_DISCONNECTION = "1.3.6.1.4.1.1466.20036"
 WHOAMI_OID = "1.3.6.1.4.1.4203.1.11.3"
@@ -114,6 +115,17 @@ _RESPONSE: dict[type, type] = {
     ExtendedRequest: ExtendedResponse,
 }
 
+# Request type -> protocolOp tag of its response, for responses that are a bare LDAPResult.
+_RESULT_TAG: dict[type, int] = {
+    SearchRequest: codec.OP_SEARCH_RESULT_DONE,
+    BindRequest: codec.OP_BIND_RESPONSE,
+    CompareRequest: codec.OP_COMPARE_RESPONSE,
+    AddRequest: codec.OP_ADD_RESPONSE,
+    ModifyRequest: codec.OP_MODIFY_RESPONSE,
+    DelRequest: codec.OP_DEL_RESPONSE,
+    ModifyDNRequest: codec.OP_MODIFY_DN_RESPONSE,
+}
+
 
 class LDAPConnection(asyncio.Protocol):
     def __init__(self, node: Node, ops: Operations | None = None, tls: ServerTLS | None = None,
@@ -128,6 +140,7 @@ class LDAPConnection(asyncio.Protocol):
         self.pending: dict[int, asyncio.Task[None]] = {}
         self.started: dict[int, float] = {}  # message id -> arrival, for latency metrics
         self._cork: list[bytes] | None = None  # output held back while a batch is processed
+        self._selectors: dict[tuple[tuple[str, ...], bool], AttributeSelector] = {}
         self.cookies = CookieJar()
         self._writable = asyncio.Event()
         self._writable.set()
@@ -280,6 +293,11 @@ class LDAPConnection(asyncio.Protocol):
             stats.observe(type(op).__name__, int(code), time.monotonic() - started)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("conn %s op #%d result %d %s", self.peer, mid, int(code), message)
+        tag = _RESULT_TAG.get(type(op))
+        if tag is not None and not controls:
+            # the common case: a plain LDAPResult PDU, without building message objects
+            self.send(codec.encode_result(mid, tag, int(code), matched, message))
+            return
         result = LDAPResult(ResultCode(code), matched, message)
         resp_type = _RESPONSE.get(type(op), ExtendedResponse)
         self.reply(mid, resp_type(result), controls)
@@ -555,9 +573,31 @@ class LDAPConnection(asyncio.Protocol):
                         "TLS confidentiality required")
             return
 
+        # Fast path: most binds ({SSHA} etc., nothing to write) never suspend, so the
+        # coroutine is stepped here and answered at once (corked with the batch); one that
+        # does suspend (Argon2 in the executor, a lockout write) finishes in a task. With
+        # requests pipelined behind it the bind stays outstanding while they are read, as
+        # before (a StartTLS right behind a bind is refused: an operation is outstanding).
+        work: Coroutine[Any, Any, Identity] | None = None
+        yielded: Any = None
+        if not self.decoder.buffered():
+            work = self.ops.bind(op.name, op.simple or b"")
+            try:
+                yielded = work.send(None)
+            except StopIteration as done:
+                self.identity = done.value
+                self.answer(mid, op, ResultCode.SUCCESS)
+                return
+            except OpError as err:
+                self.answer_error(mid, op, err)
+                return
+
         async def run() -> None:
             try:
-                self.identity = await self.ops.bind(op.name, op.simple or b"")
+                if work is None:  # not started: no coroutine is left unawaited on cancel
+                    self.identity = await self.ops.bind(op.name, op.simple or b"")
+                else:
+                    self.identity = await _resume(work, yielded)
             except OpError as err:
                 self.answer_error(mid, op, err)
                 return
@@ -590,7 +630,7 @@ class LDAPConnection(asyncio.Protocol):
         except ControlError as exc:
             self.answer(mid, op, ResultCode.PROTOCOL_ERROR, str(exc))
             return
-        selector = AttributeSelector(self, op.attributes, op.types_only)
+        selector = self._selector(op)
         if psearch is not None:
             self.ops.normalize_dn(op.base)  # a bad base fails the request at once
             job = PersistentSearchJob(self, mid, op, psearch, selector)
@@ -628,8 +668,27 @@ class LDAPConnection(asyncio.Protocol):
 
         self._track(mid, asyncio.ensure_future(rest()))
 
+    def _selector(self, op: SearchRequest) -> AttributeSelector:
+        """The attribute selection of ``op``; a client asks for the same few again and again,
+        and a selector is immutable (its memo holds schema facts), so they are kept."""
+        key = (op.attributes, op.types_only)
+        selector = self._selectors.get(key)
+        if selector is None:
+            if len(self._selectors) >= 64:
+                self._selectors.clear()
+            selector = self._selectors[key] = AttributeSelector(self, op.attributes,
+                                                                op.types_only)
+        return selector
+
     def _send_chunk(self, mid: int, selector: AttributeSelector, entries: Iterator[Entry]) -> int:
         sent = 0
+        if not selector.computed and not selector.types_only:
+            # the common case: no computed attribute needs a transaction of its own
+            send, encode = self.send, selector._encode_memo
+            for entry in islice(entries, CHUNK):
+                send(encode(mid, entry, None))
+                sent += 1
+            return sent
         with self.node.store.read() as txn:
             for entry in islice(entries, CHUNK):
                 self.send(selector.encode(mid, entry, txn))
@@ -786,6 +845,24 @@ class LDAPConnection(asyncio.Protocol):
         self._track(mid, asyncio.ensure_future(run()))
 
 
+async def _resume(coro: Coroutine[Any, Any, T], yielded: Any) -> T:
+    """Finish a coroutine that was stepped by hand and suspended on ``yielded`` (what it
+    yielded: an asyncio future, or None for a bare yield), as a task would."""
+    while True:
+        try:
+            if yielded is None:
+                await asyncio.sleep(0)
+            else:
+                await asyncio.wait((yielded,))  # never raises the future's own exception
+        except asyncio.CancelledError:
+            coro.close()
+            raise
+        try:
+            yielded = coro.send(None)  # the coroutine reads the future's result itself
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
 def describe(op: ProtocolOp) -> str:
     """A request for the debug log: its type and names, never a value (values may be
     passwords: bind credentials, userPassword in adds, modifies, compares and filters)."""
@@ -852,6 +929,10 @@ class AttributeSelector:
         self.named = frozenset(named)
         self.computed = self.all_oper or bool(
             self.named & {"entryDN", "hasSubordinates", "subschemaSubentry"})
+        # named attributes only (the common ``cn mail``): a set lookup decides
+        self.named_only = not self.all_user and not self.all_oper
+        # attribute -> wanted, for the selections that ask the schema (``*`` / ``+``)
+        self._wanted: dict[str, bool] = {}
 
     def wanted(self, attr: str) -> bool:
         if attr in self.named:
@@ -879,27 +960,53 @@ class AttributeSelector:
             return encode_message(LDAPMessage(mid, SearchResultEntry(entry.dn, attrs), controls))
         return codec.encode_search_entry(mid, entry.dn, out)
 
+    def _selected(self, entry: Entry) -> list[str]:
+        """The stored attributes of ``entry`` this selection returns, in stored order."""
+        if self.named_only:
+            named = self.named
+            return [a for a in entry.attrs if a in named]
+        memo = self._wanted
+        out = []
+        for attr in entry.attrs:
+            hit = memo.get(attr)
+            if hit is None:
+                hit = memo[attr] = self.wanted(attr)
+            if hit:
+                out.append(attr)
+        return out
+
     def _encode_memo(self, mid: int, entry: Entry, txn: Any) -> bytes:
         """The hot path: stored attributes are encoded once per cached entry and reused by
         every later search that returns them (entries from the storage read cache are
-        immutable, and a changed entry is a new object)."""
+        immutable, and a changed entry is a new object). Without computed attributes the
+        whole protocolOp is memoised too, keyed by the names of the attributes it holds (a
+        filtered view shares ``enc`` with its entry and the same value objects, so the same
+        names mean the same bytes); only the message id is added per search."""
         enc = entry.enc
         if enc is None:
             enc = entry.enc = {}
-        pieces: list[bytes] = []
-        wanted = self.wanted
-        for attr, values in entry.attrs.items():
-            if not wanted(attr):
-                continue
-            piece = enc.get(attr)
-            if piece is None:
-                piece = enc[attr] = codec.encode_attribute(attr, values)
-            pieces.append(piece)
+        selected = self._selected(entry)
+        attrs = entry.attrs
+        if not self.computed:
+            key = "\x00" + "\x00".join(selected)  # never an attribute name
+            op_part = enc.get(key)
+            if op_part is None:
+                op_part = enc[key] = codec.encode_search_entry_op(
+                    entry.dn, [self._piece(enc, a, attrs[a]) for a in selected])
+            return codec.encode_with_id(mid, op_part)
+        pieces = [self._piece(enc, a, attrs[a]) for a in selected]
         if self.computed and entry.id:
             for attr, values in self._computed(entry, txn):
                 if self.all_oper or attr in self.named:
                     pieces.append(codec.encode_attribute(attr, values))
         return codec.encode_search_entry_pieces(mid, entry.dn, pieces)
+
+    @staticmethod
+    def _piece(enc: dict[str, bytes], attr: str, values: list[bytes]) -> bytes:
+        piece = enc.get(attr)
+        if piece is None:
+            piece = enc[attr] = codec.encode_attribute(attr, values)
+        return piece
 
     def _computed(self, entry: Entry, txn: Any) -> list[tuple[str, list[bytes]]]:
         has_children = txn.has_children(entry.id)
