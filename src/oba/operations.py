@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from oba import reqctx
 from oba.directory import lockout
 from oba.directory import password as passwords
 from oba.directory import policy as pwpolicy
@@ -528,10 +529,13 @@ class Operations:
                 fields["newSuperior"] = cmd.new_superior
         if message:
             fields["error"] = message
+        # the audit record carries the entry point's request id (shared with its log lines);
+        # the Command keeps its own unique id (one request may issue several Commands)
+        fields["commandId"] = cmd.request_id
         self.node.audit.record(
             "info" if code == 0 else "warn",
             f"{kind} {fields['dn']}: {ResultCode(code).name.lower()}",
-            who.source, who.dn, cmd.request_id, **fields,
+            who.source, who.dn, reqctx.current() or cmd.request_id, **fields,
         )
 
     async def add(self, who: Identity, dn: str, attributes: Attributes) -> ApplyResult:

@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Coroutine, Iterable, Iterator
 from itertools import islice
 from typing import Any, TypeVar
 
+from oba import reqctx
 from oba.directory.entry import Entry
 from oba.directory.evaluate import compile_filter
 from oba.operations import ANONYMOUS, Identity, Operations, OpError
@@ -468,6 +469,7 @@ class LDAPConnection(asyncio.Protocol):
         stats.requests += 1
         stats.operations[type(op).__name__] += 1
         mid = msg.message_id
+        reqctx.begin()  # this request's id, for its log lines, Commands and audit records
         if log.isEnabledFor(logging.DEBUG):
             log.debug("conn %s op #%d %s", self.peer, mid, describe(op))
         if isinstance(op, UnbindRequest):
