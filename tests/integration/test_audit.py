@@ -121,6 +121,7 @@ def test_filters_and_paging(srv: AuditServer, root: httpx.Client) -> None:
 
 
 def test_export_formats(srv: AuditServer, root: httpx.Client) -> None:
+    connect(srv.url, USER_DN, USER_PW).unbind_s()  # a record of its own: no order dependence
     wait_logs(root, {"user": USER_DN}, lambda b: b["total_count"] >= 1)
     params = {"user": USER_DN}
     total = root.get("/logs", params=params).json()["total_count"]
