@@ -116,7 +116,6 @@ async def start_web(runtime: Any) -> Callable[[], Awaitable[None]] | None:
         raise
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     log.info("web admin listening on http://%s:%d/", shown, port)
-    print(f"  web admin: http://{shown}:{port}/", flush=True)
 
     async def stop() -> None:
         await _stop_all(servers)
