@@ -84,14 +84,16 @@ async def start_rest(runtime: Any) -> Callable[[], Awaitable[None]]:
     return stop
 
 
-async def _wait_started(server: uvicorn.Server, task: asyncio.Task[None], address: str) -> None:
+async def _wait_started(server: uvicorn.Server, task: asyncio.Task[None], address: str,
+                        what: str = "the REST API") -> None:
+    """Wait until ``server`` listens; OSError naming ``what`` if it fails or takes too long."""
     deadline = time.monotonic() + START_TIMEOUT
     while not server.started:
         if task.done():
             exc = task.exception() if not task.cancelled() else None
-            raise OSError(f"the REST API cannot listen on {address} ({exc!r}); see the log")
+            raise OSError(f"{what} cannot listen on {address} ({exc!r}); see the log")
         if time.monotonic() > deadline:
-            raise OSError(f"the REST API did not start on {address} in {START_TIMEOUT:.0f}s")
+            raise OSError(f"{what} did not start on {address} in {START_TIMEOUT:.0f}s")
         await asyncio.sleep(0.01)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from oba.rest.server import (
     _InLoopServer,
     _level,
     _stop_all,
+    _wait_started,
     split_address,
 )
 from oba.rest.state import RestState
@@ -86,17 +86,6 @@ def rest_app_for(runtime: Any) -> ASGIApp:
     return create_app(RestState(node=node, runtime=runtime, secret=secret))
 
 
-async def _wait_started(server: uvicorn.Server, task: asyncio.Task[None], address: str) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while not server.started:
-        if task.done():
-            exc = task.exception() if not task.cancelled() else None
-            raise OSError(f"the web admin cannot listen on {address} ({exc!r}); see the log")
-        if time.monotonic() > deadline:
-            raise OSError(f"the web admin did not start on {address} in {START_TIMEOUT:.0f}s")
-        await asyncio.sleep(0.01)
-
-
 async def start_web(runtime: Any) -> Callable[[], Awaitable[None]] | None:
     """Listen on ``web.address``; return an async ``stop``. Raises ``OSError`` if it cannot."""
     cfg = runtime.node.config
@@ -110,7 +99,7 @@ async def start_web(runtime: Any) -> Callable[[], Awaitable[None]] | None:
     task = asyncio.create_task(server.serve(), name=f"web {address}")
     servers = [(server, task)]
     try:
-        await _wait_started(server, task, address)
+        await _wait_started(server, task, address, "the web admin")
     except BaseException:
         await _stop_all(servers)
         raise
