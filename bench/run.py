@@ -61,12 +61,13 @@ class Server:
 # --- Oba -----------------------------------------------------------------------------------
 
 
-def oba_config(workdir: Path, port: int, extra_yaml: str) -> str:
+def oba_config(workdir: Path, port: int, extra_yaml: str, workers: int = 0) -> str:
     index_lines = "".join(f"    {attr}: [{', '.join(kinds)}]\n"
                           for attr, kinds in OBA_INDEXES.items())
     return (
         "server:\n"
         f"  address: 127.0.0.1:{port}\n"
+        f"  workers: {workers}\n"
         "directory:\n"
         f"  baseDN: {datagen.BASE_DN}\n"
         f"  rootDN: {datagen.ROOT_DN}\n"
@@ -101,12 +102,12 @@ def _oba_import_command(config: Path, ldif: Path, data_dir: Path) -> list[str] |
 
 @contextmanager
 def start_oba(ldif: Path, users: int, port: int, extra_yaml: str,
-              log: Callable[[str], None]) -> Iterator[Server]:
+              log: Callable[[str], None], workers: int = 0) -> Iterator[Server]:
     workdir = Path(tempfile.mkdtemp(prefix="oba-bench-oba-"))
     proc: subprocess.Popen[bytes] | None = None
     try:
         config = workdir / "config.yaml"
-        config.write_text(oba_config(workdir, port, extra_yaml))
+        config.write_text(oba_config(workdir, port, extra_yaml, workers))
         logfile = workdir / "oba.log"
         imported = False
         import_cmd = _oba_import_command(config, ldif, workdir / "data")
@@ -127,6 +128,13 @@ def start_oba(ldif: Path, users: int, port: int, extra_yaml: str,
         except RuntimeError as exc:
             raise BenchError(f"Oba did not start ({' '.join(cmd)}): {exc}\n"
                              f"--- {logfile} (last lines) ---\n{_log_tail(logfile)}") from exc
+        # every listener process (server.workers) serves once the banner is printed
+        deadline = time.monotonic() + 60.0
+        while "Oba is serving LDAP on" not in logfile.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(f"Oba never logged that it is ready\n"
+                                 f"--- {logfile} ---\n{_log_tail(logfile)}")
+            time.sleep(0.05)
         url = f"ldap://127.0.0.1:{port}"
         if not imported:
             log(f"oba: no `oba import`; loading {users} users over LDAP ...")
@@ -263,6 +271,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--oba-url", help="benchmark an already running, already loaded Oba")
     p.add_argument("--oba-pid", type=int, help="its PID, for CPU figures (with --oba-url)")
     p.add_argument("--oba-port", type=int, default=0, help="port for the Oba we start")
+    p.add_argument("--oba-workers", type=int, default=0,
+                   help="server.workers of the Oba we start (0: one process per core)")
     p.add_argument("--oba-extra-yaml", default="",
                    help="YAML text appended to the generated Oba config")
     p.add_argument("--json", help="write the results as JSON to this file")
@@ -328,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     port = args.oba_port or slapd.free_port()
                     servers["oba"] = stack.enter_context(
-                        start_oba(ldif, args.users, port, args.oba_extra_yaml, log))
+                        start_oba(ldif, args.users, port, args.oba_extra_yaml, log,
+                                  args.oba_workers))
             if want_slapd:
                 servers["slapd"] = stack.enter_context(start_slapd(ldif, log))
             rows = []

@@ -44,6 +44,7 @@ from oba.storage.lmdbstore import IncompleteImport
 if TYPE_CHECKING:  # cluster mode
     from oba.cluster.runtime import ClusterRuntime
     from oba.server.tls import ServerTLS
+    from oba.server.workers import WorkerPool
 
 log = logging.getLogger("oba")
 
@@ -153,6 +154,7 @@ class NodeRuntime:
         self.tls: ServerTLS | None = None  # set by start_ldaps when a certificate is configured
         # async callables run (in reverse order) when the node stops: REST server, cluster...
         self.stoppers: list[Callable[[], Awaitable[None]]] = []
+        self.workers: WorkerPool | None = None  # set when server.workers > 1
 
     async def bootstrap(self) -> None:
         """On first start (empty database) create the base entry, or load the example tree."""
@@ -234,8 +236,13 @@ class NodeRuntime:
             else:
                 await self.bootstrap()
             await self.start_core_extras()
+            from oba.server.workers import start_workers
+
             host, port = await self.ldap.start(self.config.server.address)
             await self.start_extras()
+            stop_workers = await start_workers(self)
+            if stop_workers is not None:
+                self.stoppers.append(stop_workers)
             if pid_file:
                 Path(pid_file).write_text(f"{os.getpid()}\n")
             shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host

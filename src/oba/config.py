@@ -224,6 +224,16 @@ class ServerConfig(_Section):
         default=10 * 1024 * 1024,
         description="Largest LDAP request accepted, in bytes.",
     )
+    workers: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description=(
+            "LDAP listener processes sharing the LDAP/LDAPS ports (SO_REUSEPORT) and reading "
+            "the same database; writes go to the one writer process. 0: one per CPU core; "
+            "1: a single process. maxConnections applies to each process."
+        ),
+    )
 
     @field_validator("address", "tlsAddress")
     @classmethod

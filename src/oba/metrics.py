@@ -1,7 +1,7 @@
 """Prometheus metrics of one node, collected at scrape time from the node's own state.
 
 Rules for this module:
-- Nothing is counted here: a ``NodeCollector`` reads ``Node.stats`` (LDAP counters, latency
+- Nothing is counted here: a ``NodeCollector`` reads ``Node.all_stats()`` (LDAP counters, latency
   histograms), the store (entries, size, applied index), the cluster runtime
   (``cluster_status()``) and optional counters other parts expose (``replicator.forwarded``,
   ``replicator.snapshots`` / ``snapshot_seconds``, ``audit.records``) when present; a metric
@@ -65,7 +65,7 @@ class NodeCollector(Collector):
         yield from self._extras()
 
     def _ldap(self) -> Iterable[Metric]:
-        st = self.node.stats
+        st = self.node.all_stats()
         ops = CounterMetricFamily("oba_ldap_operations", "LDAP requests received, by type.",
                                   labels=["type"])
         for name, n in sorted(st.operations.items()):

@@ -186,6 +186,9 @@ async def set_document(node: Any, doc: AclDocument, actor: str, file_hash: str =
     if result.code != 0:
         raise AclError([result.message or f"ACL change failed with result code {result.code}"])
     node.access.set_document(doc, "api")
+    from oba.server.workers import sync_workers  # listener workers switch before we answer
+
+    await sync_workers(node)
 
 
 def initial_document(manager: AclManager, stored: dict[str, Any] | None) -> None:

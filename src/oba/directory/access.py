@@ -17,6 +17,7 @@ Rules for this module:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +53,8 @@ class AccessPolicy:
         self._store: Any = None
         self._schema: Any = None
         self._groups: tuple[int, dict[str, frozenset[str]]] = (-1, {})
+        # called after every switch (the writer process tells its listener workers)
+        self.on_change: list[Callable[[AclDocument | None, str], None]] = []
 
     # ------------------------------------------------------------------ setup
 
@@ -68,13 +71,15 @@ class AccessPolicy:
         """Enforce ``document`` from now on (None: back to the built-in default)."""
         if document is None:
             self.engine, self.source = None, "builtin"
-            return
-        if self._schema is None:
-            from oba.schema import Schema
+        else:
+            if self._schema is None:
+                from oba.schema import Schema
 
-            self._schema = Schema.default()
-        self.engine = AclEngine(document, self._schema)
-        self.source = source
+                self._schema = Schema.default()
+            self.engine = AclEngine(document, self._schema)
+            self.source = source
+        for notify in self.on_change:
+            notify(document, self.source)
 
     @property
     def builtin(self) -> bool:

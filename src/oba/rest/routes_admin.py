@@ -35,6 +35,7 @@ from oba.rest.auth import Admin, State
 from oba.rest.errors import ERROR_RESPONSES, ApiError
 from oba.rest.state import RestState
 from oba.schema import InvalidValue, UndefinedAttribute
+from oba.server.workers import sync_workers
 
 Right = Literal["read", "write", "add", "delete", "search", "compare"]
 
@@ -208,6 +209,7 @@ async def acl_reload(state: State, who: Admin) -> dict[str, Any]:
     except AclError as exc:
         raise ApiError(400, "invalid_acl", f"ACL file rejected, the previous rules stay in "
                        f"force: {exc}") from None
+    await sync_workers(state.node)
     return {"message": f"ACL reloaded from {manager.file_path}: {len(doc.rules)} rules"}
 
 
@@ -282,11 +284,19 @@ def _pydantic_errors(exc: ValidationError, prefix: str = "") -> list[str]:
     return out
 
 
-def apply_side_effects(state: RestState, sections: set[str]) -> None:
+async def apply_side_effects(state: RestState, sections: set[str]) -> None:
+    """After hot keys changed: logging set up again, and the listener workers (when
+    ``server.workers`` > 1) told and waited for, so the change is in force everywhere."""
     if "logging" in sections:
         from oba.app import setup_logging  # the runtime's own logging setup
 
         setup_logging(state.node.config)
+    pool = getattr(state.node, "workers", None)
+    if pool is not None and sections:
+        for section in sections:
+            data = getattr(state.node.config, section).model_dump(mode="json")
+            pool.push_hot(section, {k: data[k] for k in HOT_KEYS.get(section, ()) if k in data})
+        await pool.sync()
 
 
 @router.get("/config", response_model=dict[str, Any], tags=["config"],
@@ -328,7 +338,7 @@ async def config_patch(section: str, patch: Annotated[dict[str, Any], Body()], s
                        "; ".join(_pydantic_errors(exc, f"{section}."))) from None
     for key in patch:
         setattr(current, key, getattr(new, key))
-    apply_side_effects(state, {section})
+    await apply_side_effects(state, {section})
     log.info("config: %s changed over REST by %s: %s", section, who.dn, sorted(patch))
     return {"message": "configuration updated", "section": section,
             "config": masked(cfg)[section]}
@@ -367,7 +377,7 @@ async def config_reload(state: State, who: Admin) -> dict[str, Any]:
             else:
                 restart.append(f"{section}.{key}")
     restart += [key for key in TOP_LEVEL_KEYS if old_data.get(key) != new_data.get(key)]
-    apply_side_effects(state, touched)
+    await apply_side_effects(state, touched)
     return {"message": "configuration reloaded", "filePath": str(path), "applied": applied,
             "restartRequired": restart}
 

@@ -1,8 +1,9 @@
 """Health, bind, public config, stats and activities.
 
 Rules for this module: health, bind and config/public need no authentication; stats and
-activities need any authenticated identity. Counters come from ``node.stats`` (LDAP) plus the
-REST API's own; activities stay an empty list until the audit log exists.
+activities need any authenticated identity. Counters come from ``node.all_stats()`` (LDAP,
+every listener process) plus the REST API's own; activities stay an empty list until the
+audit log exists.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
 
 
 def health_fields(state: RestState) -> dict[str, Any]:
-    stats = state.node.stats
+    stats = state.node.all_stats()
     up = max(0, int(time.time() - stats.started))
     return {
         "status": "ok",
@@ -100,7 +101,7 @@ async def stats(state: State, who: Who) -> dict[str, Any]:
     ops = dict(state.operations)
     for key in ("binds", "searches", "adds", "modifies", "deletes", "compares"):
         ops.setdefault(key, 0)
-    for name, count in state.node.stats.operations.items():
+    for name, count in state.node.all_stats().operations.items():
         ops[f"ldap.{name}"] = int(count)
     return {
         **health_fields(state),

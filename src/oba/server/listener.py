@@ -3,7 +3,9 @@
 Rules for this module: socket setup and connection bookkeeping only; protocol logic lives in
 ``connection.py``. ``tls`` (a ``ServerTLS``, set by ``oba.server.tls.start_ldaps``) enables
 StartTLS on every listener; a listener started with ``implicit_tls`` is LDAPS (the handshake,
-with the certificate current at that moment, precedes ``connection_made``).
+with the certificate current at that moment, precedes ``connection_made``). A listener worker
+(``server.workers`` > 1) accepts on the writer's own listening sockets, inherited by file
+descriptor: each new connection goes to whichever process accepts it first.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from typing import Any
 
 from oba.operations import Operations
@@ -37,12 +40,19 @@ class LDAPListener:
         self.servers: list[asyncio.base_events.Server] = []
         self.connections: set[LDAPConnection] = set()
         self.tls: ServerTLS | None = None
+        # implicit_tls -> the listening socket's file descriptor (handed to listener workers)
+        self.fds: dict[bool, int] = {}
+        # a listener worker: implicit_tls -> the inherited listening socket to accept on
+        self.inherited: dict[bool, int] = {}
 
     def _factory(self, implicit_tls: bool = False) -> LDAPConnection:
         return _TrackedConnection(self.node, self.ops, self.connections, self.tls, implicit_tls)
 
     async def start(self, address: str, implicit_tls: bool = False) -> tuple[str, int]:
+        """Listen on ``address`` (a listener worker accepts on the socket it inherited for it
+        instead: see ``inherited``)."""
         host, port = split_address(address)
+        fd = self.inherited.get(implicit_tls)
         if implicit_tls and self.tls is None:
             raise ValueError("LDAPS needs a TLS context")
         loop = asyncio.get_running_loop()
@@ -51,8 +61,14 @@ class LDAPListener:
             timeout = self.node.config.server.readTimeout.total_seconds()
             extra = {"ssl": self.tls.listener_context(),
                      "ssl_handshake_timeout": timeout if timeout > 0 else None}
-        server = await loop.create_server(lambda: self._factory(implicit_tls), host, port,
-                                          reuse_address=True, backlog=1024, **extra)
+        if fd is not None:
+            server = await loop.create_server(lambda: self._factory(implicit_tls),
+                                              sock=socket.socket(fileno=fd), backlog=1024,
+                                              **extra)
+        else:
+            server = await loop.create_server(lambda: self._factory(implicit_tls), host, port,
+                                              reuse_address=True, backlog=1024, **extra)
+        self.fds[implicit_tls] = server.sockets[0].fileno()
         self.servers.append(server)
         sock = server.sockets[0].getsockname()
         scheme = "ldaps" if implicit_tls else "ldap"

@@ -57,6 +57,39 @@ class Stats:
         counts[i] += 1
         self.latency_sums[op] = self.latency_sums.get(op, 0.0) + seconds
 
+    def snapshot(self) -> dict[str, Any]:
+        """The counters as plain data (a listener worker sends them to the writer)."""
+        return {"connections": self.connections, "total": self.total_connections,
+                "requests": self.requests, "operations": dict(self.operations),
+                "results": dict(self.results),
+                "op_results": [[op, code, n] for (op, code), n in self.op_results.items()],
+                "latency_counts": self.latency_counts, "latency_sums": self.latency_sums}
+
+    def merged(self, snapshots: list[dict[str, Any]]) -> Stats:
+        """These counters plus the workers' ``snapshot``s (a new object)."""
+        out = Stats(started=self.started, connections=self.connections,
+                    total_connections=self.total_connections, requests=self.requests,
+                    operations=Counter(self.operations), results=Counter(self.results),
+                    op_results=Counter(self.op_results),
+                    latency_counts={k: list(v) for k, v in self.latency_counts.items()},
+                    latency_sums=dict(self.latency_sums))
+        for snap in snapshots:
+            out.connections += int(snap["connections"])
+            out.total_connections += int(snap["total"])
+            out.requests += int(snap["requests"])
+            out.operations.update({str(k): int(v) for k, v in snap["operations"].items()})
+            out.results.update({int(k): int(v) for k, v in snap["results"].items()})
+            for op, code, n in snap["op_results"]:
+                out.op_results[(str(op), int(code))] += int(n)
+            for op, counts in snap["latency_counts"].items():
+                mine = out.latency_counts.setdefault(
+                    op, [0] * (len(out.latency_buckets) + 1))
+                for i, n in enumerate(counts):
+                    mine[i] += int(n)
+            for op, total in snap["latency_sums"].items():
+                out.latency_sums[op] = out.latency_sums.get(op, 0.0) + float(total)
+        return out
+
 
 @dataclass
 class Node:
@@ -75,6 +108,7 @@ class Node:
     events: ChangeHub | None = None  # set by the runtime once the loop runs
     cluster: Any = None  # cluster.runtime.ClusterRuntime in cluster mode, else None
     audit: AuditSink = field(default_factory=NullAudit)  # replaced by the audit store
+    workers: Any = None  # oba.server.workers.WorkerPool in the writer when server.workers > 1
 
     def __post_init__(self) -> None:
         schema = self.schema
@@ -87,3 +121,9 @@ class Node:
             return bool(at.operational or at.no_user_modification)
 
         self.is_operational = is_operational
+
+    def all_stats(self) -> Stats:
+        """This process's counters, plus the listener workers' (``server.workers``)."""
+        if self.workers is None:
+            return self.stats
+        return self.stats.merged(self.workers.stats_snapshots())

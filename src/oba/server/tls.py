@@ -4,10 +4,13 @@ Rules for this module:
 - ``build_context`` is the one place TLS settings are chosen: TLS 1.2 or later, forward-secret
   AEAD cipher suites for TLS 1.2 (TLS 1.3 suites are OpenSSL's), no compression, no
   renegotiation, server cipher preference.
-- ``ServerTLS`` holds the current context. ``check`` (polled every ``POLL_INTERVAL`` seconds by
-  ``watch``) rebuilds it when the certificate or key file changes (mtime, size or inode); new
-  connections get the new context, established ones keep theirs. A file that does not load logs
-  an error and the previous context stays in force until the files change again.
+- ``ServerTLS`` holds the current context. ``check`` (polled every ``POLL_INTERVAL`` seconds
+  by ``watch``, and by ``context`` at every handshake: two ``stat`` calls) rebuilds it when the
+  certificate or key file changes (mtime, size or inode); new connections get the new context,
+  established ones keep theirs. Checking at the handshake makes every listener process
+  (``server.workers``) serve the new pair from the first handshake after the change. A file
+  that does not load logs an error and the previous context stays in force until the files
+  change again.
 - ``start_ldaps`` builds the context when ``server.tlsCert``/``tlsKey`` are set (a context that
   cannot be built fails the start), hands it to the LDAP listener (StartTLS) and opens LDAPS on
   ``server.tlsAddress``. Listeners take one fixed context; ``listener_context`` makes it switch
@@ -64,9 +67,17 @@ class ServerTLS:
         self.cert = cert
         self.key = key
         self._seen = _signature((cert, key))
-        self.context = build_context(cert, key)
+        self._context = build_context(cert, key)
         self.reloads = 0  # successful reloads since start
         self.failures = 0  # reload attempts that failed
+
+    @property
+    def context(self) -> ssl.SSLContext:
+        """The context for a handshake starting now (LDAPS, StartTLS, HTTPS): the files are
+        checked first, so every process serves a changed pair from its first handshake."""
+        with contextlib.suppress(Exception):  # a failed reload keeps the current context
+            self.check()
+        return self._context
 
     def check(self) -> bool:
         """Reload when a file changed since the last look; True when a new context is in use."""
@@ -81,7 +92,7 @@ class ServerTLS:
             log.error("TLS certificate reload failed (%s, %s): %s; keeping the previous "
                       "certificate", self.cert, self.key, exc)
             return False
-        self.context = ctx
+        self._context = ctx
         self.reloads += 1
         log.info("TLS certificate reloaded from %s", self.cert)
         return True
@@ -98,8 +109,9 @@ class ServerTLS:
     def sni_switch(self, sslobj: Any, server_name: str | None, ctx: ssl.SSLContext) -> None:
         """An ``sni_callback`` (OpenSSL calls it on every ClientHello, with None when the client
         sends no server name) that makes a listener's fixed context serve the current one."""
-        if ctx is not self.context:
-            sslobj.context = self.context
+        current = self.context
+        if ctx is not current:
+            sslobj.context = current
 
     def listener_context(self) -> ssl.SSLContext:
         """The context to give a listener once: it switches each handshake to the current one."""
