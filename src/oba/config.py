@@ -231,7 +231,7 @@ class ServerConfig(_Section):
         description=(
             "LDAP listener processes sharing the LDAP/LDAPS ports (SO_REUSEPORT) and reading "
             "the same database; writes go to the one writer process. 0: one per CPU core; "
-            "1: a single process. maxConnections applies to each process."
+            "1: a single process."
         ),
     )
 

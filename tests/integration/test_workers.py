@@ -15,6 +15,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import ldap
@@ -23,16 +24,21 @@ import pytest
 
 from ._support import BASE_DN, ROOT_DN, ROOT_PW, connect, wait_until
 from .rest_support import RestServer
+from .test_limits import read_notice, whoami
 
 CONNECTIONS = 24
 
 
+@dataclass
 class WorkersServer(RestServer):
+    server_extra: str = ""
+
     def command(self) -> list[str]:
         cmd = super().command()
         text = self.config_path.read_text(encoding="utf-8")
-        self.config_path.write_text(text.replace("server:\n", "server:\n  workers: 2\n", 1),
-                                    encoding="utf-8")
+        self.config_path.write_text(
+            text.replace("server:\n", "server:\n  workers: 2\n" + self.server_extra, 1),
+            encoding="utf-8")
         return cmd
 
 
@@ -284,3 +290,29 @@ def test_workers_stop_with_the_writer_and_free_the_port(tmp_path: Path) -> None:
     assert srv.stop() == 0
     with pytest.raises(ProcessLookupError):
         os.kill(graceful, 0)
+
+
+def test_max_connections_counts_every_process(tmp_path: Path) -> None:
+    srv = WorkersServer("oba", tmp_path / "limit", server_extra="  maxConnections: 3\n")
+    srv.start()
+    try:
+        worker_pid(srv)
+        held = [socket.create_connection(("127.0.0.1", srv.port), timeout=10) for _ in range(3)]
+        try:
+            for i, sock in enumerate(held):
+                assert whoami(sock, i + 1) == 0
+            for _ in range(6):  # whichever process takes it, the fourth is one too many
+                with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as extra:
+                    assert read_notice(extra, 10) == (52, True)
+            held.pop().close()
+
+            def accepted() -> bool:
+                with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as again:
+                    return whoami(again, 1) == 0
+
+            wait_until(accepted, 10, "a slot to free up")
+        finally:
+            for sock in held:
+                sock.close()
+    finally:
+        srv.stop()

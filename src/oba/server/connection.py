@@ -178,7 +178,7 @@ class LDAPConnection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._last_active = self._loop.time()
         limit = self.node.config.server.maxConnections
-        if limit and self.node.stats.connections > limit:
+        if limit and self.node.stats.open_connections() > limit:
             log.warning("connection from %s refused: maxConnections (%d) reached", self.peer, limit)
             self.disconnect(ResultCode.UNAVAILABLE, "too many connections")
             return

@@ -22,6 +22,7 @@ from oba.storage import Store
 
 if TYPE_CHECKING:
     from oba.events import ChangeHub
+    from oba.server.board import ConnectionBoard
 
 SUBSCHEMA_DN = "cn=Subschema"
 SUBSCHEMA_NDN = "cn=subschema"
@@ -30,7 +31,6 @@ SUBSCHEMA_NDN = "cn=subschema"
 @dataclass
 class Stats:
     started: float = field(default_factory=time.time)
-    connections: int = 0
     total_connections: int = 0
     requests: int = 0
     operations: Counter[str] = field(default_factory=Counter)
@@ -42,6 +42,24 @@ class Stats:
                                           0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
     latency_counts: dict[str, list[int]] = field(default_factory=dict)
     latency_sums: dict[str, float] = field(default_factory=dict)
+    _open: int = 0
+    # with listener workers: every process's open connections (``server.workers``)
+    board: ConnectionBoard | None = field(default=None, repr=False)
+
+    @property
+    def connections(self) -> int:
+        """Open LDAP connections of this process."""
+        return self._open
+
+    @connections.setter
+    def connections(self, value: int) -> None:
+        self._open = value
+        if self.board is not None:
+            self.board.publish(value)
+
+    def open_connections(self) -> int:
+        """Open LDAP connections of the whole node (every listener process)."""
+        return self.board.total() if self.board is not None else self._open
 
     def observe(self, op: str, code: int, seconds: float) -> None:
         """Record one answered operation: its type, result code and duration."""
@@ -67,14 +85,14 @@ class Stats:
 
     def merged(self, snapshots: list[dict[str, Any]]) -> Stats:
         """These counters plus the workers' ``snapshot``s (a new object)."""
-        out = Stats(started=self.started, connections=self.connections,
+        out = Stats(started=self.started, _open=self.connections,
                     total_connections=self.total_connections, requests=self.requests,
                     operations=Counter(self.operations), results=Counter(self.results),
                     op_results=Counter(self.op_results),
                     latency_counts={k: list(v) for k, v in self.latency_counts.items()},
                     latency_sums=dict(self.latency_sums))
         for snap in snapshots:
-            out.connections += int(snap["connections"])
+            out._open += int(snap["connections"])
             out.total_connections += int(snap["total"])
             out.requests += int(snap["requests"])
             out.operations.update({str(k): int(v) for k, v in snap["operations"].items()})

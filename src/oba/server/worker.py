@@ -41,6 +41,7 @@ from oba.directory.apply import ApplyResult
 from oba.directory.commands import Command, decode, encode
 from oba.events import ChangeHub, Subscriber, event_from_change
 from oba.schema import Schema, default_schema_files
+from oba.server.board import ConnectionBoard
 from oba.server.channel import Channel, ChannelClosed, Message
 from oba.server.listener import LDAPListener
 from oba.server.node import Node
@@ -166,6 +167,8 @@ class Worker:
             root_password=(config.directory.rootPassword or "").encode(),
             cluster=ClusterProxy(channel, timeout) if config.cluster.enabled else None,
         )
+        fd, slots, slot = (int(v) for v in hello["board"])
+        self.node.stats.board = ConnectionBoard(fd, slots, slot)
         self.node.access.attach(self.store, self.schema)
         self.set_acl(hello.get("acl"))
         if hello.get("audit"):

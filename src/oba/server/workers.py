@@ -4,7 +4,8 @@ Rules for this module:
 - ``worker_count`` turns the config value into a process count (0: one per CPU core). With a
   count above 1, ``WorkerPool`` starts ``count - 1`` worker processes (``oba.server.worker``)
   once the node serves, handing them the node's listening sockets; the node itself stays the
-  writer and one of the listeners. (Not SO_REUSEPORT: with it a second server started on the
+  writer and one of the listeners. ``server.maxConnections`` counts every process's
+  connections (``oba.server.board``). (Not SO_REUSEPORT: with it a second server started on the
   same port would silently share it instead of failing, and the kernel would hash connections
   to a busy process while another idles.)
 - Each worker has a ``Channel``. From a worker: ``submit`` (a Command, answered with its
@@ -37,6 +38,7 @@ from oba.cluster.raft_replicator import result_to_wire
 from oba.cluster.replicator import Change
 from oba.config import Config
 from oba.directory.commands import decode, encode
+from oba.server.board import ConnectionBoard
 from oba.server.channel import Channel, Message
 
 log = logging.getLogger("oba.workers")
@@ -76,6 +78,7 @@ class WorkerPool:
         self.count = count
         self.workers: dict[int, _Worker] = {}
         self.fds: dict[bool, int] = {}  # implicit_tls -> the node's listening socket
+        self.board: ConnectionBoard  # every process's open connections (maxConnections)
         self.stopping = False
         self.restarts = 0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -87,6 +90,10 @@ class WorkerPool:
         """Start the workers; ``fds`` are the node's listening sockets (LDAP, LDAPS)."""
         self._loop = asyncio.get_running_loop()
         self.fds = dict(fds)
+        self.board = ConnectionBoard.create(self.count)
+        stats = self.node.stats
+        stats.board = self.board
+        stats.connections = stats.connections  # publish this process's count
         self.node.replicator.add_listener(self._on_change_thread)
         self.node.access.on_change.append(self._on_acl)
         for slot in range(1, self.count):
@@ -98,8 +105,8 @@ class WorkerPool:
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "oba.server.worker", str(child.fileno())],
-                pass_fds=(child.fileno(), *self.fds.values()), stdin=subprocess.DEVNULL,
-                close_fds=True)
+                pass_fds=(child.fileno(), self.board.fd, *self.fds.values()),
+                stdin=subprocess.DEVNULL, close_fds=True)
         finally:
             child.close()
         holder: list[_Worker] = []
@@ -112,6 +119,7 @@ class WorkerPool:
         channel.send({"t": "hello", "config": self.runtime.config.model_dump(mode="json",
                                                                               by_alias=True),
                       "fds": {int(tls): fd for tls, fd in self.fds.items()},
+                      "board": [self.board.fd, self.board.slots, slot],
                       "acl": self._acl_payload(self.node.access.document,
                                                self.node.access.source),
                       "audit": not _null_audit(self.node.audit)})
@@ -120,6 +128,7 @@ class WorkerPool:
     def _lost(self, worker: _Worker) -> None:
         if self.workers.get(worker.slot) is worker:
             del self.workers[worker.slot]
+        self.board.clear(worker.slot)  # its connections died with it
         if self.stopping:
             return
         log.warning("listener worker %d (pid %d) went away: restarting it", worker.slot,
@@ -159,6 +168,8 @@ class WorkerPool:
         self.workers.clear()
         with contextlib.suppress(ValueError):
             self.node.access.on_change.remove(self._on_acl)
+        self.node.stats.board = None
+        self.board.close()
 
     async def wait_ready(self, timeout: float) -> bool:
         """True when every worker listens (within ``timeout`` seconds)."""
