@@ -236,8 +236,9 @@ class NodeRuntime:
             else:
                 await self.bootstrap()
             await self.start_core_extras()
-            from oba.server.workers import start_workers
+            from oba.server.workers import make_pool, start_workers
 
+            self.workers = make_pool(self)
             host, port = await self.ldap.start(self.config.server.address)
             await self.start_extras()
             stop_workers = await start_workers(self)

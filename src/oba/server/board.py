@@ -38,6 +38,9 @@ class ConnectionBoard:
     def clear(self, slot: int) -> None:
         struct.pack_into("=q", self._mm, 8 * slot, 0)
 
+    def counts(self) -> tuple[int, ...]:
+        return tuple(self._all.unpack_from(self._mm, 0))
+
     def total(self) -> int:
         return sum(self._all.unpack_from(self._mm, 0))
 

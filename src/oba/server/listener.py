@@ -3,9 +3,9 @@
 Rules for this module: socket setup and connection bookkeeping only; protocol logic lives in
 ``connection.py``. ``tls`` (a ``ServerTLS``, set by ``oba.server.tls.start_ldaps``) enables
 StartTLS on every listener; a listener started with ``implicit_tls`` is LDAPS (the handshake,
-with the certificate current at that moment, precedes ``connection_made``). A listener worker
-(``server.workers`` > 1) accepts on the writer's own listening sockets, inherited by file
-descriptor: each new connection goes to whichever process accepts it first.
+with the certificate current at that moment, precedes ``connection_made``). With
+``server.workers`` > 1 the writer accepts every connection and its ``Dispatcher`` hands it (by
+file descriptor) to the least busy listener process, or keeps it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import asyncio
 import contextlib
 import logging
 import socket
-from typing import Any
+import ssl
+from typing import Any, Protocol
 
 from oba.operations import Operations
 from oba.server.connection import LDAPConnection
@@ -33,26 +34,40 @@ def split_address(address: str, default_host: str = "0.0.0.0") -> tuple[str, int
     return host, int(port)
 
 
+class Dispatcher(Protocol):
+    """Where the writer's accepted connections go when ``server.workers`` > 1."""
+
+    def choose(self, burst: list[int]) -> int: ...
+
+    def hand_over(self, slot: int, conn: socket.socket, implicit_tls: bool) -> bool: ...
+
+
+ACCEPT_BURST = 64  # connections accepted per readiness callback
+
+
 class LDAPListener:
+    """Three ways to get connections: listen (one process), listen and dispatch (the writer
+    of ``server.workers``: ``dispatcher`` set before ``start``), or receive (a listener
+    worker: ``receive_only``; its connections come from ``serve_socket``)."""
+
     def __init__(self, node: Node) -> None:
         self.node = node
         self.ops = Operations(node)
         self.servers: list[asyncio.base_events.Server] = []
         self.connections: set[LDAPConnection] = set()
         self.tls: ServerTLS | None = None
-        # implicit_tls -> the listening socket's file descriptor (handed to listener workers)
-        self.fds: dict[bool, int] = {}
-        # a listener worker: implicit_tls -> the inherited listening socket to accept on
-        self.inherited: dict[bool, int] = {}
+        self.dispatcher: Dispatcher | None = None
+        self.receive_only = False
+        self._sockets: list[socket.socket] = []  # dispatch mode's listening sockets
+        self._extra: dict[bool, dict[str, Any]] = {}  # implicit_tls -> create_server's ssl args
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def _factory(self, implicit_tls: bool = False) -> LDAPConnection:
         return _TrackedConnection(self.node, self.ops, self.connections, self.tls, implicit_tls)
 
     async def start(self, address: str, implicit_tls: bool = False) -> tuple[str, int]:
-        """Listen on ``address`` (a listener worker accepts on the socket it inherited for it
-        instead: see ``inherited``)."""
+        """Listen on ``address`` (a worker only takes note that it serves this kind)."""
         host, port = split_address(address)
-        fd = self.inherited.get(implicit_tls)
         if implicit_tls and self.tls is None:
             raise ValueError("LDAPS needs a TLS context")
         loop = asyncio.get_running_loop()
@@ -61,19 +76,66 @@ class LDAPListener:
             timeout = self.node.config.server.readTimeout.total_seconds()
             extra = {"ssl": self.tls.listener_context(),
                      "ssl_handshake_timeout": timeout if timeout > 0 else None}
-        if fd is not None:
-            server = await loop.create_server(lambda: self._factory(implicit_tls),
-                                              sock=socket.socket(fileno=fd), backlog=1024,
-                                              **extra)
+        self._extra[implicit_tls] = extra
+        if self.receive_only:
+            return host, port
+        if self.dispatcher is not None:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.create_server((host, port), family=family, backlog=1024)
+            sock.setblocking(False)
+            loop.add_reader(sock.fileno(), self._accept, sock, implicit_tls)
+            self._sockets.append(sock)
+            name = sock.getsockname()
         else:
             server = await loop.create_server(lambda: self._factory(implicit_tls), host, port,
                                               reuse_address=True, backlog=1024, **extra)
-        self.fds[implicit_tls] = server.sockets[0].fileno()
-        self.servers.append(server)
-        sock = server.sockets[0].getsockname()
+            self.servers.append(server)
+            name = server.sockets[0].getsockname()
         scheme = "ldaps" if implicit_tls else "ldap"
-        log.info("LDAP listening on %s://%s:%d", scheme, sock[0], sock[1])
-        return str(sock[0]), int(sock[1])
+        log.info("LDAP listening on %s://%s:%d", scheme, name[0], name[1])
+        return str(name[0]), int(name[1])
+
+    def _accept(self, sock: socket.socket, implicit_tls: bool) -> None:
+        """Dispatch mode: accept what is waiting and give each connection to the process the
+        dispatcher chooses (this one is slot 0)."""
+        dispatcher = self.dispatcher
+        assert dispatcher is not None
+        burst: list[int] = []
+        for _ in range(ACCEPT_BURST):
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and friends: try again at the next readiness
+                log.warning("accept failed: %s", exc)
+                return
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            slot = dispatcher.choose(burst)
+            burst.append(slot)
+            if slot and dispatcher.hand_over(slot, conn, implicit_tls):
+                conn.close()  # the worker holds its own descriptor now
+                continue
+            self.serve_socket(conn, implicit_tls)
+
+    def serve_socket(self, conn: socket.socket, implicit_tls: bool) -> None:
+        """Serve an accepted connection here (LDAPS: after its TLS handshake)."""
+        task = asyncio.ensure_future(self._serve(conn, implicit_tls))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, conn: socket.socket, implicit_tls: bool) -> None:
+        loop = asyncio.get_running_loop()
+        extra = self._extra.get(implicit_tls)
+        if extra is None:  # this kind is not served (LDAPS without a certificate)
+            conn.close()
+            return
+        try:
+            await loop.connect_accepted_socket(lambda: self._factory(implicit_tls), conn,
+                                               **extra)
+        except (OSError, ssl.SSLError, TimeoutError) as exc:  # e.g. a failed TLS handshake
+            log.debug("connection dropped before it was served: %s", exc)
+            conn.close()
 
     async def stop(self, grace: float = 2.0) -> None:
         """Stop listening, close every connection, and give them ``grace`` seconds to flush
@@ -82,6 +144,12 @@ class LDAPListener:
         loop = asyncio.get_running_loop()
         for server in self.servers:
             server.close()
+        for sock in self._sockets:
+            loop.remove_reader(sock.fileno())
+            sock.close()
+        self._sockets.clear()
+        for task in list(self._tasks):
+            task.cancel()
         for conn in list(self.connections):
             conn.close()
         deadline = loop.time() + grace

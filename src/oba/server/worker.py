@@ -2,12 +2,12 @@
 
 Rules for this module:
 - Started by the writer process (``oba.server.workers``) as ``python -m oba.server.worker FD``
-  with one end of a Unix socket pair and the writer's listening sockets (inherited file
-  descriptors); the first message on the channel (``hello``) carries the effective
+  with one end of a Unix socket pair (the channel), one end of a second pair (connections) and
+  the connection board; the first message on the channel (``hello``) carries the effective
   configuration, those descriptors and the ACL document in force.
-- A worker accepts LDAP (and LDAPS when configured) connections on those sockets, so the
-  processes share the ports (whichever accepts first takes a connection) while a second server
-  on the same port still fails with "address in use". It reads the same LMDB environment
+- A worker does not listen: the writer accepts on the LDAP/LDAPS ports and passes it some of
+  the connections (SCM_RIGHTS, one kind byte each: L plain, S LDAPS); it serves them as its own
+  (LDAPS: the TLS handshake happens here). It reads the same LMDB environment
   as the writer (LMDB allows readers in many processes; a write the writer acknowledged is
   visible to the next read transaction here). It never writes the database: every Command
   goes to the writer over the channel (``ChannelReplicator``), so the single write path,
@@ -176,7 +176,9 @@ class Worker:
         self.hub = WorkerHub(asyncio.get_running_loop(), channel)
         self.node.events = self.hub
         self.ldap = LDAPListener(self.node)
-        self.ldap.inherited = {bool(int(tls)): int(fd) for tls, fd in dict(hello["fds"]).items()}
+        self.ldap.receive_only = True
+        self.conns = socket.socket(fileno=int(hello["conns"]))
+        self.conns.setblocking(False)
         self.tls: Any = None  # start_ldaps sets it (runtime protocol of oba.server.tls)
 
     def set_acl(self, acl: Any) -> None:
@@ -211,17 +213,37 @@ class Worker:
             self.channel.send({"t": "stats", "s": self.node.stats.snapshot()})
             await asyncio.sleep(STATS_INTERVAL)
 
+    def _receive(self) -> None:
+        """Connections the writer accepted and passed here (one kind byte per descriptor)."""
+        while True:
+            try:
+                kinds, fds, _, _ = socket.recv_fds(self.conns, 64, 64)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.stopping.set()
+                return
+            if not kinds and not fds:  # the writer closed its end
+                self.stopping.set()
+                return
+            for kind, fd in zip(kinds, fds, strict=False):
+                self.ldap.serve_socket(socket.socket(fileno=fd), kind == ord("S"))
+
     async def run(self) -> int:
         from oba.server.tls import start_ldaps
 
         await self.ldap.start(self.config.server.address)
         stop_tls = await start_ldaps(self)
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.conns.fileno(), self._receive)
         self.channel.send({"t": "ready", "pid": os.getpid()})
         reporter = asyncio.create_task(self._report())
         try:
             await self.stopping.wait()
         finally:
             reporter.cancel()
+            loop.remove_reader(self.conns.fileno())
+            self.conns.close()
             if stop_tls is not None:
                 await stop_tls()
             await self.ldap.stop()

@@ -2,12 +2,15 @@
 
 Rules for this module:
 - ``worker_count`` turns the config value into a process count (0: one per CPU core). With a
-  count above 1, ``WorkerPool`` starts ``count - 1`` worker processes (``oba.server.worker``)
-  once the node serves, handing them the node's listening sockets; the node itself stays the
-  writer and one of the listeners. ``server.maxConnections`` counts every process's
-  connections (``oba.server.board``). (Not SO_REUSEPORT: with it a second server started on the
-  same port would silently share it instead of failing, and the kernel would hash connections
-  to a busy process while another idles.)
+  count above 1, ``make_pool`` builds the ``WorkerPool`` before the LDAP listener starts and
+  makes it the listener's ``Dispatcher``: the node accepts every LDAP/LDAPS connection and
+  keeps it or passes it (SCM_RIGHTS) to the listener process with the fewest open connections
+  (``oba.server.board``, which ``server.maxConnections`` also counts). ``start_workers`` starts
+  ``count - 1`` worker processes (``oba.server.worker``) once the node serves; the node itself
+  stays the writer and one of the listeners. (Not SO_REUSEPORT or a shared accept queue: with
+  the first a second server started on the same port would silently share it and the kernel
+  hashes connections without regard to load; with the second the first process to wake takes
+  a whole burst of connections.)
 - Each worker has a ``Channel``. From a worker: ``submit`` (a Command, answered with its
   ApplyResult after the node's replicator committed it), ``barrier`` (cluster mode: a
   linearizable read; a follower answers "local"), ``audit`` (a record for the node's audit
@@ -63,6 +66,7 @@ class _Worker:
     slot: int
     proc: subprocess.Popen[bytes]
     channel: Channel
+    conns: socket.socket  # accepted connections are passed over it (SCM_RIGHTS)
     want_changes: bool = False
     stats: dict[str, Any] | None = None  # the worker's last counters (``Stats.snapshot``)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -77,8 +81,9 @@ class WorkerPool:
         self.node = runtime.node
         self.count = count
         self.workers: dict[int, _Worker] = {}
-        self.fds: dict[bool, int] = {}  # implicit_tls -> the node's listening socket
-        self.board: ConnectionBoard  # every process's open connections (maxConnections)
+        # every process's open connections (maxConnections, and where a new one goes)
+        self.board = ConnectionBoard.create(count)
+        self._turn = 0  # ties in ``choose`` go round the processes
         self.stopping = False
         self.restarts = 0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -86,11 +91,9 @@ class WorkerPool:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, fds: dict[bool, int]) -> None:
-        """Start the workers; ``fds`` are the node's listening sockets (LDAP, LDAPS)."""
+    async def start(self) -> None:
+        """Start the workers (the node's listener dispatches to them once they are ready)."""
         self._loop = asyncio.get_running_loop()
-        self.fds = dict(fds)
-        self.board = ConnectionBoard.create(self.count)
         stats = self.node.stats
         stats.board = self.board
         stats.connections = stats.connections  # publish this process's count
@@ -102,23 +105,27 @@ class WorkerPool:
     async def _spawn(self, slot: int) -> None:
         loop = asyncio.get_running_loop()
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        conns, conns_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        conns.setblocking(False)
+        child_fds = (child.fileno(), conns_child.fileno())  # their numbers in the child too
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "oba.server.worker", str(child.fileno())],
-                pass_fds=(child.fileno(), self.board.fd, *self.fds.values()),
+                [sys.executable, "-m", "oba.server.worker", str(child_fds[0])],
+                pass_fds=(*child_fds, self.board.fd),
                 stdin=subprocess.DEVNULL, close_fds=True)
         finally:
             child.close()
+            conns_child.close()
         holder: list[_Worker] = []
         _, channel = await loop.connect_accepted_socket(
             lambda: Channel(lambda msg: self._handle(holder[0], msg),
                             lambda: self._lost(holder[0])), parent)
-        worker = _Worker(slot, proc, channel, pid=proc.pid)
+        worker = _Worker(slot, proc, channel, conns, pid=proc.pid)
         holder.append(worker)
         self.workers[slot] = worker
         channel.send({"t": "hello", "config": self.runtime.config.model_dump(mode="json",
                                                                               by_alias=True),
-                      "fds": {int(tls): fd for tls, fd in self.fds.items()},
+                      "conns": child_fds[1],
                       "board": [self.board.fd, self.board.slots, slot],
                       "acl": self._acl_payload(self.node.access.document,
                                                self.node.access.source),
@@ -129,6 +136,7 @@ class WorkerPool:
         if self.workers.get(worker.slot) is worker:
             del self.workers[worker.slot]
         self.board.clear(worker.slot)  # its connections died with it
+        worker.conns.close()
         if self.stopping:
             return
         log.warning("listener worker %d (pid %d) went away: restarting it", worker.slot,
@@ -179,6 +187,29 @@ class WorkerPool:
         except TimeoutError:
             return False
         return len(self.workers) == self.count - 1
+
+    # ------------------------------------------------------------------ the listener's Dispatcher
+
+    def choose(self, burst: list[int]) -> int:
+        """The process for a new connection: the fewest open connections (counting the ones
+        handed out in this accept ``burst``, not yet counted by their process); slot 0 is this
+        one."""
+        counts = self.board.counts()
+        slots = [0, *(w.slot for w in self.workers.values() if w.ready.is_set())]
+        self._turn = (self._turn + 1) % len(slots)
+        order = slots[self._turn:] + slots[:self._turn]
+        return min(order, key=lambda slot: counts[slot] + burst.count(slot))
+
+    def hand_over(self, slot: int, conn: socket.socket, implicit_tls: bool) -> bool:
+        """Pass ``conn`` to the worker in ``slot``; False when it cannot take it now."""
+        worker = self.workers.get(slot)
+        if worker is None or not worker.ready.is_set():
+            return False
+        try:
+            socket.send_fds(worker.conns, [b"S" if implicit_tls else b"L"], [conn.fileno()])
+        except OSError:
+            return False
+        return True
 
     def stats_snapshots(self) -> list[dict[str, Any]]:
         return [w.stats for w in self.workers.values() if w.stats is not None]
@@ -282,17 +313,32 @@ def _null_audit(audit: Any) -> bool:
     return isinstance(audit, NullAudit)
 
 
-async def start_workers(runtime: Any) -> Callable[[], Awaitable[None]] | None:
-    """Start the pool when ``server.workers`` asks for more than one process; returns its
-    stop callable (``runtime.workers`` is set to the pool, ``runtime.node.workers`` too)."""
+def make_pool(runtime: Any) -> WorkerPool | None:
+    """The pool when ``server.workers`` asks for more than one process (before the LDAP
+    listener starts: it becomes the listener's dispatcher), else None."""
     count = worker_count(runtime.config)
     if count <= 1:
         return None
     pool = WorkerPool(runtime, count)
-    runtime.workers = pool
     runtime.node.workers = pool
-    await pool.start(runtime.ldap.fds)
-    if not await pool.wait_ready(READY_TIMEOUT):
+    runtime.ldap.dispatcher = pool
+    return pool
+
+
+async def start_workers(runtime: Any) -> Callable[[], Awaitable[None]] | None:
+    """Start the processes of ``runtime.workers`` (made by ``make_pool``); returns the stop
+    callable, or None without workers."""
+    pool: WorkerPool | None = runtime.workers
+    if pool is None:
+        return None
+    await pool.start()
+    ready = asyncio.ensure_future(pool.wait_ready(READY_TIMEOUT))
+    stop = asyncio.ensure_future(runtime.stopping.wait())
+    await asyncio.wait((ready, stop), return_when=asyncio.FIRST_COMPLETED)
+    stop.cancel()
+    if not ready.done():  # a stop signal came first: do not hold it up
+        ready.cancel()
+    elif not ready.result():
         log.warning("not every listener worker serves after %.0f s; going on", READY_TIMEOUT)
     return pool.stop
 
