@@ -114,8 +114,7 @@ class LDAPListener:
             slot = dispatcher.choose(burst)
             burst.append(slot)
             if slot and dispatcher.hand_over(slot, conn, implicit_tls):
-                conn.close()  # the worker holds its own descriptor now
-                continue
+                continue  # the dispatcher owns ``conn`` now
             self.serve_socket(conn, implicit_tls)
 
     def serve_socket(self, conn: socket.socket, implicit_tls: bool) -> None:

@@ -214,10 +214,12 @@ class Worker:
             await asyncio.sleep(STATS_INTERVAL)
 
     def _receive(self) -> None:
-        """Connections the writer accepted and passed here (one kind byte per descriptor)."""
+        """Connections the writer accepted and passed here: one message each, a kind byte (L
+        plain, S LDAPS), the writer's 8-byte id for it, and the descriptor; ``got`` tells the
+        writer it may close its copy."""
         while True:
             try:
-                kinds, fds, _, _ = socket.recv_fds(self.conns, 64, 64)
+                kinds, fds, _, _ = socket.recv_fds(self.conns, 16, 16)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -226,8 +228,12 @@ class Worker:
             if not kinds and not fds:  # the writer closed its end
                 self.stopping.set()
                 return
-            for kind, fd in zip(kinds, fds, strict=False):
-                self.ldap.serve_socket(socket.socket(fileno=fd), kind == ord("S"))
+            for fd in fds[1:]:  # one descriptor per message: anything else is not ours
+                os.close(fd)
+            if not fds or len(kinds) != 9:
+                continue
+            self.ldap.serve_socket(socket.socket(fileno=fds[0]), kinds[:1] == b"S")
+            self.channel.send({"t": "got", "i": int.from_bytes(kinds[1:], "big")})
 
     async def run(self) -> int:
         from oba.server.tls import start_ldaps

@@ -67,6 +67,8 @@ class _Worker:
     proc: subprocess.Popen[bytes]
     channel: Channel
     conns: socket.socket  # accepted connections are passed over it (SCM_RIGHTS)
+    # connections passed but not yet confirmed: id -> (this process's socket, implicit_tls)
+    unacked: dict[int, tuple[socket.socket, bool]] = field(default_factory=dict)
     want_changes: bool = False
     stats: dict[str, Any] | None = None  # the worker's last counters (``Stats.snapshot``)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -84,6 +86,7 @@ class WorkerPool:
         # every process's open connections (maxConnections, and where a new one goes)
         self.board = ConnectionBoard.create(count)
         self._turn = 0  # ties in ``choose`` go round the processes
+        self._handed = 0  # connections passed to workers so far (their ids)
         self.stopping = False
         self.restarts = 0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -105,7 +108,8 @@ class WorkerPool:
     async def _spawn(self, slot: int) -> None:
         loop = asyncio.get_running_loop()
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        conns, conns_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # one datagram per connection: a kind byte and its descriptor, never merged
+        conns, conns_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         conns.setblocking(False)
         child_fds = (child.fileno(), conns_child.fileno())  # their numbers in the child too
         try:
@@ -137,6 +141,9 @@ class WorkerPool:
             del self.workers[worker.slot]
         self.board.clear(worker.slot)  # its connections died with it
         worker.conns.close()
+        for conn, implicit_tls in worker.unacked.values():  # passed but never taken over
+            self.runtime.ldap.serve_socket(conn, implicit_tls)
+        worker.unacked.clear()
         if self.stopping:
             return
         log.warning("listener worker %d (pid %d) went away: restarting it", worker.slot,
@@ -171,6 +178,8 @@ class WorkerPool:
         await asyncio.gather(*(self._reap(w) for w in workers))
         for worker in workers:
             worker.channel.close()
+            for conn, _ in worker.unacked.values():
+                conn.close()
         for task in list(self._tasks):
             task.cancel()
         self.workers.clear()
@@ -201,14 +210,21 @@ class WorkerPool:
         return min(order, key=lambda slot: counts[slot] + burst.count(slot))
 
     def hand_over(self, slot: int, conn: socket.socket, implicit_tls: bool) -> bool:
-        """Pass ``conn`` to the worker in ``slot``; False when it cannot take it now."""
+        """Pass ``conn`` to the worker in ``slot`` (True: the pool owns ``conn`` now); False
+        when it cannot take it now. This process keeps its descriptor until the worker says it
+        has the connection (``got``): if the worker dies first, the connection is served
+        here instead of being lost with it."""
         worker = self.workers.get(slot)
         if worker is None or not worker.ready.is_set():
             return False
+        self._handed += 1
+        ident = self._handed
         try:
-            socket.send_fds(worker.conns, [b"S" if implicit_tls else b"L"], [conn.fileno()])
+            socket.send_fds(worker.conns, [(b"S" if implicit_tls else b"L")
+                                           + ident.to_bytes(8, "big")], [conn.fileno()])
         except OSError:
             return False
+        worker.unacked[ident] = (conn, implicit_tls)
         return True
 
     def stats_snapshots(self) -> list[dict[str, Any]]:
@@ -228,6 +244,10 @@ class WorkerPool:
             self.node.audit.record(level, message, source, user, request_id, **dict(fields))
         elif kind == "barrier":
             self._spawn_task(self._barrier(worker, msg))
+        elif kind == "got":
+            taken = worker.unacked.pop(int(msg["i"]), None)
+            if taken is not None:
+                taken[0].close()
         elif kind == "stats":
             worker.stats = dict(msg["s"])
         elif kind == "want":
