@@ -85,6 +85,9 @@ def test_acl_rule_and_config_edit(node: WebNode, page: Page) -> None:
     expect(level).to_have_value("info", timeout=WAIT_MS)
     level.fill("debug")
     page.get_by_role("button", name="Apply changes").click()
+    # the notice comes once the form shows the values in force (filling earlier would type
+    # into the form that is being replaced)
+    expect(page.get_by_role("alert")).to_contain_text("configuration updated", timeout=WAIT_MS)
     expect(page.get_by_label("logging.level")).to_have_value("debug", timeout=WAIT_MS)
     level = page.get_by_label("logging.level")
     level.fill("no-such-level")

@@ -70,8 +70,8 @@ export async function render(main, arg) {
           return;
         }
         const res = await api("PATCH", `/config/${section}`, patch);
+        await load();  // the form shows the values now in force before the notice says so
         showNotice(res.message || `Applied ${Object.keys(patch).join(", ")}.`);
-        await load();
       }, "Config change refused");
     });
     body.append(h("p", { class: "muted small", text: "Only hot-reloadable keys can be changed " +
