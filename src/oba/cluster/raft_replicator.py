@@ -20,6 +20,7 @@ Rules for this module:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -139,19 +140,23 @@ class RaftReplicator:
 
     async def install_snapshot(self, meta: SnapshotMeta, data_file: Path) -> None:
         """Wait until the writer is idle at this point of the log, then swap the database
-        (on the loop thread, where no read transaction can be open)."""
-        reached: Future[None] = Future()
-        resume = threading.Event()
-        self._queue.put((reached, resume))
-        await asyncio.wrap_future(reached)
-        try:
-            self._store.restore_from(data_file)
-            self._open_aux_dbs()
-            with self._store.read() as txn:
-                self._applied = txn.applied_index()
-            self._last_snapshot = self._applied
-        finally:
-            resume.set()
+        (on the loop thread, where no read transaction can be open). Other processes that
+        read the database (listener workers) are stopped around the swap: the store's
+        ``restore_guard``."""
+        guard = self._store.restore_guard
+        async with guard() if guard is not None else contextlib.nullcontext():
+            reached: Future[None] = Future()
+            resume = threading.Event()
+            self._queue.put((reached, resume))
+            await asyncio.wrap_future(reached)
+            try:
+                self._store.restore_from(data_file)
+                self._open_aux_dbs()
+                with self._store.read() as txn:
+                    self._applied = txn.applied_index()
+                self._last_snapshot = self._applied
+            finally:
+                resume.set()
         if self._applied != meta.index:
             log.warning("installed snapshot holds index %d, expected %d", self._applied,
                         meta.index)

@@ -32,7 +32,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +88,7 @@ class WorkerPool:
         self._turn = 0  # ties in ``choose`` go round the processes
         self._handed = 0  # connections passed to workers so far (their ids)
         self.stopping = False
+        self.pausing = False  # workers stopped on purpose for a while (``paused``)
         self.restarts = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -97,6 +98,7 @@ class WorkerPool:
     async def start(self) -> None:
         """Start the workers (the node's listener dispatches to them once they are ready)."""
         self._loop = asyncio.get_running_loop()
+        self.node.store.restore_guard = self.paused
         stats = self.node.stats
         stats.board = self.board
         stats.connections = stats.connections  # publish this process's count
@@ -144,7 +146,7 @@ class WorkerPool:
         for conn, implicit_tls in worker.unacked.values():  # passed but never taken over
             self.runtime.ldap.serve_socket(conn, implicit_tls)
         worker.unacked.clear()
-        if self.stopping:
+        if self.stopping or self.pausing:
             return
         log.warning("listener worker %d (pid %d) went away: restarting it", worker.slot,
                     worker.pid)
@@ -170,8 +172,7 @@ class WorkerPool:
                 worker.proc.kill()
             await loop.run_in_executor(None, worker.proc.wait)
 
-    async def stop(self) -> None:
-        self.stopping = True
+    async def _stop_workers(self) -> None:
         workers = list(self.workers.values())
         for worker in workers:
             worker.channel.send({"t": "stop"})
@@ -180,9 +181,32 @@ class WorkerPool:
             worker.channel.close()
             for conn, _ in worker.unacked.values():
                 conn.close()
+            worker.unacked.clear()
+            self.board.clear(worker.slot)
+        self.workers.clear()
+
+    @contextlib.asynccontextmanager
+    async def paused(self) -> AsyncIterator[None]:
+        """No worker runs inside the block (the store's ``restore_guard``: a snapshot is being
+        installed); they are started again after it. Their connections are closed; new ones
+        are served by this process meanwhile."""
+        self.pausing = True
+        try:
+            log.info("stopping the listener workers while the database is replaced")
+            await self._stop_workers()
+            yield
+        finally:
+            self.pausing = False
+            if not self.stopping:  # they take connections again once each is ready
+                for slot in range(1, self.count):
+                    await self._spawn(slot)
+
+    async def stop(self) -> None:
+        self.stopping = True
+        self.node.store.restore_guard = None
+        await self._stop_workers()
         for task in list(self._tasks):
             task.cancel()
-        self.workers.clear()
         with contextlib.suppress(ValueError):
             self.node.access.on_change.remove(self._on_acl)
         self.node.stats.board = None

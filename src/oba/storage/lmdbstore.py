@@ -16,8 +16,8 @@ Rules:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -243,9 +243,14 @@ class WriteTxn(ReadTxn):
                     self._txn.delete(id_bytes(old_pid), key, db=store._children)
                     self._txn.put(id_bytes(new_pid), key, db=store._children, dupdata=True)
         self._txn.put(key, _encode_entry(entry), db=store._id2entry)
+        new_attrs = entry.attrs
         for attr, kinds in store.index_config.items():
-            old_keys = ix.keys_for_values(store.schema, attr, kinds, old_attrs.get(attr, ()))
-            new_keys = ix.keys_for_values(store.schema, attr, kinds, entry.attrs.get(attr, ()))
+            old_values = old_attrs.get(attr, ())
+            new_values = new_attrs.get(attr, ())
+            if old is not None and old_values == new_values:
+                continue  # unchanged values, unchanged keys (a modify touches few attributes)
+            old_keys = ix.keys_for_values(store.schema, attr, kinds, old_values)
+            new_keys = ix.keys_for_values(store.schema, attr, kinds, new_values)
             db = store._idx[attr]
             for k in old_keys - new_keys:
                 self._txn.delete(k, key, db=db)
@@ -413,9 +418,15 @@ class Store:
         Path(directory).mkdir(parents=True, exist_ok=True)
         self.env.copy(str(directory), compact=False)
 
+    # Set by the listener workers' pool (``server.workers``): an async context manager that
+    # has every other process close the environment for the time of a ``restore_from`` (LMDB
+    # must not see a replaced data file while another process holds the lock file).
+    restore_guard: Callable[[], AbstractAsyncContextManager[None]] | None = None
+
     def restore_from(self, data_file: str | Path) -> None:
         """Replace the whole database by ``data_file`` (an LMDB ``data.mdb``, consumed):
-        close, rename atomically over ``data.mdb``, reopen. No transaction may be open."""
+        close, rename atomically over ``data.mdb``, reopen. No transaction may be open, in
+        this process or any other (see ``restore_guard``)."""
         map_size = int(self.env.info()["map_size"])
         self.env.close()
         os.replace(data_file, self.path / "data.mdb")
