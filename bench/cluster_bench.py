@@ -8,9 +8,11 @@ Rules: every server is a real ``python -m oba serve`` process on 127.0.0.1 in a 
 Ctrl-C). The workload is loadgen's ``modify`` (replace ``description`` of a random user, as the
 root DN, one request outstanding per connection): each acknowledged modify is a committed write
 (on the cluster: replicated to a majority, fsynced, applied). Measured through the leader's
-LDAP port, through a follower's (forwarded to the leader), and on a standalone node; each run is
-bounded by ``--duration`` seconds and ``--max-ops`` operations. Prints a table; ``--json``
-also writes the results.
+LDAP port, through a follower's (forwarded to the leader), on a standalone node and on a
+private OpenLDAP slapd (bench/slapd.py: durable back-mdb, same users loaded with ``slapadd``)
+in the same run; each run is bounded by ``--duration`` seconds and ``--max-ops`` operations.
+Prints a table and, per client count, the ratios cluster leader / slapd and cluster follower /
+slapd (``--no-slapd`` skips slapd); ``--json`` also writes the results.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from tests.cluster.support import (  # noqa: E402
 
 import datagen  # noqa: E402
 import loadgen  # noqa: E402
+import slapd  # noqa: E402
 
 
 def load_users(url: str, users: int) -> None:
@@ -96,8 +99,39 @@ def _reachable(url: str) -> bool:
         return False
 
 
+def measure_slapd(root: Path, clients: list[int], args: argparse.Namespace
+                  ) -> list[dict[str, Any]]:
+    """The same modify workload on a private slapd loaded offline with the same users."""
+    if not slapd.available():
+        print("slapd is not installed: no slapd cell", file=sys.stderr)
+        return []
+    ldif = root / "users.ldif"
+    datagen.write_ldif(str(ldif), args.users, 0)
+    server = slapd.Slapd(str(ldif), datagen.BASE_DN, datagen.ROOT_DN, datagen.ROOT_PASSWORD)
+    try:
+        server.start()
+        return [measure("slapd", server.url, c, args) for c in clients]
+    finally:
+        server.stop()
+
+
+def ratios(rows: list[dict[str, Any]]) -> list[str]:
+    """Per client count: cluster leader and follower writes/s over slapd's."""
+    by = {(r["target"], r["clients"]): r["writes_per_sec"] for r in rows}
+    lines = []
+    for c in sorted({r["clients"] for r in rows}):
+        base = by.get(("slapd", c))
+        if not base:
+            continue
+        parts = [f"{t} {by[(t, c)] / base:.2f}x" for t in ("cluster-leader", "cluster-follower",
+                                                           "standalone") if (t, c) in by]
+        lines.append(f"{c:>3} clients, vs slapd {base:.0f}/s: {', '.join(parts)}")
+    return lines
+
+
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     clients = [int(c) for c in args.clients.split(",")]
+    targets = set(args.targets.split(","))
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="oba-cluster-bench-") as tmp:
         root = Path(tmp)
@@ -113,15 +147,21 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             follower = next(nd for nd in cluster.nodes if nd is not lead)
             for c in clients:
                 lead = cluster.wait_leader(10)
-                rows.append(measure("cluster-leader", lead.url, c, args))
+                if "leader" in targets:
+                    rows.append(measure("cluster-leader", lead.url, c, args))
                 follower = next(nd for nd in cluster.nodes if nd is not lead)
-                rows.append(measure("cluster-follower", follower.url, c, args))
+                if "follower" in targets:
+                    rows.append(measure("cluster-follower", follower.url, c, args))
             cluster.close()
-            proc, url = start_standalone(root)
-            wait_for(lambda: _reachable(url), 30, "standalone node")
-            load_users(url, args.users)
-            for c in clients:
-                rows.append(measure("standalone", url, c, args))
+            if "standalone" in targets:
+                proc, url = start_standalone(root)
+                wait_for(lambda: _reachable(url), 30, "standalone node")
+                load_users(url, args.users)
+                for c in clients:
+                    rows.append(measure("standalone", url, c, args))
+                stop(proc)
+            if not args.no_slapd:
+                rows += measure_slapd(root, clients, args)
         finally:
             cluster.close()
             if proc is not None:
@@ -148,11 +188,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=3.0, help="seconds per run")
     ap.add_argument("--max-ops", type=int, default=20_000, help="operations cap per run")
     ap.add_argument("--users", type=int, default=200)
+    ap.add_argument("--no-slapd", action="store_true", help="skip the slapd cell")
+    ap.add_argument("--targets", default="leader,follower,standalone",
+                    help="Oba targets to measure (comma-separated)")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = ap.parse_args(argv)
     t0 = time.monotonic()
     rows = run(args)
     print(render(rows))
+    for line in ratios(rows):
+        print(line)
     print(f"({platform.python_version()}, {time.monotonic() - t0:.0f} s total)")
     if args.json:
         Path(args.json).write_text(json.dumps({"results": rows, "args": vars(args)}, indent=2))

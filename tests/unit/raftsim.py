@@ -44,6 +44,7 @@ class Storage:
     entries: list[Entry] = field(default_factory=list)
     snapshot: SnapshotMeta | None = None
     snap_data: tuple[bytes, ...] = ()  # the state machine (applied commands) at snapshot.index
+    lazy_commit: bool = False  # a commit-only hard state change is not written (as RaftNode)
 
     def persist(self, rd: Ready, snap_data: tuple[bytes, ...] | None) -> None:
         if rd.snapshot is not None:
@@ -52,7 +53,12 @@ class Storage:
             self.snap_data = snap_data
             self.entries = []
         if rd.hard_state is not None:
-            self.hs = rd.hard_state
+            hs = rd.hard_state
+            if self.lazy_commit and not rd.entries and rd.snapshot is None and (
+                    hs.term, hs.vote) == (self.hs.term, self.hs.vote):
+                # like RaftNode: a Ready that only moves the commit index writes nothing
+                hs = replace(hs, commit=self.hs.commit)
+            self.hs = hs
         if rd.entries:
             first = rd.entries[0].index
             base = self.snapshot.index if self.snapshot else 0
@@ -111,7 +117,7 @@ class Sim:
         self.cfgs = {i: CoreConfig(i, self.ids, self.election_ticks, c.heartbeat_ticks,
                                    first.pre_vote, first.check_quorum, c.max_entries_per_msg,
                                    c.max_inflight) for i, c in self.cfgs.items()}
-        self.nodes = {i: SimNode(i) for i in self.ids}
+        self.nodes = {i: SimNode(i, Storage(lazy_commit=True)) for i in self.ids}
         self.now = 0
         self.seq = 0
         self.queue: list[tuple[int, int, Envelope]] = []  # a heap by (delivery step, seq)

@@ -10,6 +10,9 @@ Rules for this module:
   ``offset_term`` are the last compacted (snapshot) index and term. No per-message O(log) work.
 - An entry is committed only by a majority of voters and only if it is from the current term;
   ``match`` of a follower only grows from that follower's durable acknowledgement.
+- A commit index moved by an APP_RESP is told to followers at the next ``ready()``: APPs
+  already queued for a follower carry it, the others get one empty APP (one message per
+  follower per Ready instead of one per acknowledgement).
 """
 
 from __future__ import annotations
@@ -92,6 +95,7 @@ class RaftCore:
         self.lead_transferee = 0
         self.reads: dict[bytes, _Read] = {}
         self._reads_waiting: list[tuple[bytes, int]] = []  # before a commit in this term
+        self._commit_bcast = False  # the commit index moved: tell followers in ready()
 
     # ----------------------------------------------------------------- log helpers
     def last_index(self) -> int:
@@ -213,9 +217,12 @@ class RaftCore:
             or self._committed_start() <= self.commit
             or self._hard_state() != self._prev_hs
             or self._role_changed
+            or self._commit_bcast
         )
 
     def ready(self) -> Ready:
+        if self._commit_bcast:
+            self._bcast_commit()
         rd = Ready()
         hs = self._hard_state()
         if hs != self._prev_hs:
@@ -526,7 +533,7 @@ class RaftCore:
             pr.become_probe()
             pr.become_replicate()
         if self._maybe_commit():
-            self._bcast_append()
+            self._commit_bcast = True  # told in ready(), riding on the APPs queued by then
         elif was_paused:
             self._send_append(m.frm)
         while pr.state == ProgressState.REPLICATE and self._send_append(m.frm, empty=False):
@@ -586,6 +593,23 @@ class RaftCore:
                            entries=ents, commit=self.commit))
         pr.sent(hi, len(ents))
         return True
+
+    def _bcast_commit(self) -> None:
+        """Tell every follower the new commit index: APPs already queued for it carry the
+        current one (a follower commits at most up to the entries it matched), the others get
+        an empty APP."""
+        self._commit_bcast = False
+        if self.role != Role.LEADER:
+            return
+        queued: set[int] = set()
+        for k, m in enumerate(self.msgs):
+            if m.type == MsgType.APP and m.term == self.term:
+                queued.add(m.to)
+                if m.commit < self.commit:
+                    self.msgs[k] = replace(m, commit=self.commit)
+        for p in self.prs:
+            if p != self.id and p not in queued:
+                self._send_append(p)
 
     def _bcast_append(self, empty: bool = True) -> None:
         for p in self.prs:

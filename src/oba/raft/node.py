@@ -6,6 +6,15 @@ Rules for this module:
   fsynced LMDB transaction (in a worker thread, never on the loop), THEN send the messages,
   hand the committed entries to the state machine (in order), serve read states, ``advance``.
   Everything that queued up while a Ready was being persisted goes into the next one (batching).
+- Batching: ``propose`` only queues; ``_run`` hands every queued proposal to the core in one
+  ``propose_many`` (one APP per follower for the lot). A proposal that timed out while queued
+  is dropped, never appended.
+- Two shortcuts that keep the rules above: committed entries BELOW the Ready's new entries are
+  already in the durable log, so they go to the state machine before the fsync (apply overlaps
+  it; CONF_CHANGE entries keep the normal order); a Ready whose only change is the commit index
+  writes nothing (commitIndex need not be durable: a restarted node learns it from the leader,
+  and the store skips what it already applied); the newer hard state rides on the next write
+  and is written at ``stop``.
 - Failover: when the Raft connection to the leader breaks (its process died), a follower
   campaigns after 1..T/2 ticks (``RaftCore.leader_unreachable``) instead of a full election
   timeout; a hung leader (no broken connection) is still detected by the timeout.
@@ -55,6 +64,7 @@ from oba.raft.types import (
     CoreConfig,
     Entry,
     EntryType,
+    HardState,
     Message,
     MsgType,
     Ready,
@@ -103,6 +113,17 @@ def _apply_members(members: dict[int, str], cc: ConfChange) -> dict[int, str]:
     return out
 
 
+class _Queued:
+    """A proposal waiting for the next batch: its data, its future, its index once appended."""
+
+    __slots__ = ("data", "fut", "index")
+
+    def __init__(self, data: bytes, fut: asyncio.Future[Any]) -> None:
+        self.data = data
+        self.fut = fut
+        self.index = 0
+
+
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
     node_id: int
@@ -144,6 +165,8 @@ class RaftNode:
         self._history: list[tuple[int, dict[int, str]]] = [(m_index, dict(members))]
         self.on_event: EventHook | None = None
         self._term = hs.term
+        self._durable_hs = hs  # the hard state last written to the log
+        self._pending_hs: HardState | None = None  # a newer one that only moved the commit
         self.transport = Transport(
             cfg.node_id, cfg.raft_addr, self.peers,
             on_message=self._on_message, on_request=self._on_request,
@@ -155,6 +178,7 @@ class RaftNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._side: set[asyncio.Task[None]] = set()
         self._proposals: dict[int, tuple[int, asyncio.Future[Any]]] = {}
+        self._propose_queue: list[_Queued] = []  # proposals not yet handed to the core
         self._apply_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._read_queue: list[asyncio.Future[int]] = []
         self._reads: dict[bytes, list[asyncio.Future[int]]] = {}
@@ -226,6 +250,9 @@ class RaftNode:
         self._tasks = []
         await self.transport.stop()
         self._fail_all(NotLeader(0))
+        if self._pending_hs is not None:
+            self.log.set_hard_state(self._pending_hs)
+            self._pending_hs = None
         self.log.close()
 
     # ------------------------------------------------------------------ queries
@@ -247,18 +274,42 @@ class RaftNode:
 
     async def propose(self, data: bytes, timeout: float) -> tuple[int, Any]:
         """Append ``data`` (leader only) and wait until it is applied: (index, result)."""
-        index = self.core.propose(data)
-        if index is None:
-            raise NotLeader(self.core.lead)
+        core = self.core
+        if core.role != Role.LEADER or core.lead_transferee:
+            raise NotLeader(core.lead)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._proposals[index] = (self.core.term, fut)
+        queued = _Queued(data, fut)
+        self._propose_queue.append(queued)
         self._wake.set()
         try:
-            return index, await asyncio.wait_for(fut, timeout)
+            result = await asyncio.wait_for(fut, timeout)
+            return queued.index, result  # the index is known only once the batch went in
         finally:
-            current = self._proposals.get(index)
+            if not queued.index:  # still queued (timed out or cancelled): never append it
+                with contextlib.suppress(ValueError):
+                    self._propose_queue.remove(queued)
+            current = self._proposals.get(queued.index)
             if current is not None and current[1] is fut:
-                del self._proposals[index]
+                del self._proposals[queued.index]
+
+    def _flush_proposals(self) -> None:
+        """Append every queued proposal in one batch (one APP message per follower)."""
+        if not self._propose_queue:
+            return
+        batch, self._propose_queue = self._propose_queue, []
+        batch = [q for q in batch if not q.fut.done()]
+        if not batch:
+            return
+        indexes = self.core.propose_many([q.data for q in batch])
+        if indexes is None:
+            err = NotLeader(self.core.lead)
+            for q in batch:
+                q.fut.set_exception(err)
+            return
+        term = self.core.term
+        for q, index in zip(batch, indexes, strict=True):
+            q.index = index
+            self._proposals[index] = (term, q.fut)
 
     async def propose_conf_change(self, cc: ConfChange, timeout: float) -> int:
         """Leader: append a membership change and wait until it is applied; its index.
@@ -446,6 +497,7 @@ class RaftNode:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
+                self._flush_proposals()
                 self._start_reads()
                 if self._compact is not None:
                     await self._do_compact()
@@ -465,25 +517,47 @@ class RaftNode:
     async def _handle_ready(self, rd: Ready) -> None:
         if rd.snapshot is not None:
             await self._install(rd.snapshot)
-        if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
-            await asyncio.to_thread(self.log.save, rd.hard_state, rd.entries, rd.snapshot)
+        committed = list(rd.committed)
+        if committed and rd.entries and rd.snapshot is None:
+            # committed entries below this Ready's new ones are already in the durable log:
+            # start applying them while the new ones are being persisted
+            durable = rd.entries[0].index - 1
+            early = [e for e in committed if e.index <= durable]
+            if early and all(e.type != EntryType.CONF_CHANGE for e in early):
+                committed = committed[len(early):]
+                self._hand_committed(early)
+        hs = rd.hard_state
+        if hs is not None and not rd.entries and rd.snapshot is None and (
+                (hs.term, hs.vote) == (self._durable_hs.term, self._durable_hs.vote)):
+            # only the commit index moved: it need not be durable (a restarted node learns it
+            # again from the leader), so it rides along with the next write instead
+            self._pending_hs = hs
+        elif hs is not None or rd.entries or rd.snapshot is not None:
+            hs = hs or self._pending_hs
+            self._pending_hs = None  # before the write: stop() must never write an older one
+            await asyncio.to_thread(self.log.save, hs, rd.entries, rd.snapshot)
+            if hs is not None:
+                self._durable_hs = hs
         for m in rd.messages:
             if m.type == MsgType.SNAP:
                 self._spawn(self._send_snapshot(m))
             else:
                 self.transport.send(m.to, {"k": "m", "m": to_wire(m)})
-        if rd.committed:
-            for e in rd.committed:
+        if committed:
+            for e in committed:
                 if e.type == EntryType.CONF_CHANGE:
                     await self._apply_conf(e.index, decode_conf_change(e.data))
-            last = rd.committed[-1]
-            log.info("entry committed index=%d term=%d (%d entries)", last.index, last.term,
-                     len(rd.committed))
-            self.sm.apply_entries(list(rd.committed))
+            self._hand_committed(committed)
         for rs in rd.read_states:
             for fut in self._reads.pop(rs.context, ()):
                 if not fut.done():
                     fut.set_result(rs.index)
+
+    def _hand_committed(self, committed: list[Entry]) -> None:
+        last = committed[-1]
+        log.info("entry committed index=%d term=%d (%d entries)", last.index, last.term,
+                 len(committed))
+        self.sm.apply_entries(committed)
 
     async def _apply_conf(self, index: int, cc: ConfChange) -> None:
         was_leader = self.is_leader()
@@ -639,6 +713,10 @@ class RaftNode:
         task.add_done_callback(self._side.discard)
 
     def _fail_all(self, exc: BaseException) -> None:
+        queued, self._propose_queue = self._propose_queue, []
+        for q in queued:
+            if not q.fut.done():
+                q.fut.set_exception(NotLeader(0))
         for _, fut in self._proposals.values():
             if not fut.done():
                 fut.set_exception(NotLeader(0) if isinstance(exc, NotLeader) else

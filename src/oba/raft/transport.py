@@ -178,12 +178,14 @@ class _Peer:
                 await asyncio.wait({waiter, reader_task}, return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
                 continue
+            out: list[bytes] = []
             while self.queue:
                 frame = self.queue.popleft()
                 try:
-                    writer.write(encode_frame(frame))
+                    out.append(encode_frame(frame))
                 except FrameError:
                     log.warning("dropping an oversized frame to node %d", self.id)
+            writer.write(b"".join(out))  # everything queued in one write (one send call)
             await writer.drain()
         raise ConnectionError("peer closed the connection")
 
