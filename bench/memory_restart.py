@@ -9,7 +9,9 @@ Rules:
   (bench/slapd.py's ``Slapd``); both listen only on 127.0.0.1.
 - "Full read": one subtree search of the whole tree, ``(objectClass=*)``, as the root DN, every
   entry streamed and counted by a raw-socket client; then VmRSS (and VmHWM, the peak) is read
-  from ``/proc/<pid>/status`` of each server. Both servers get the same read.
+  from ``/proc/<pid>/status`` of each server, summed over the server's processes (Oba's
+  listener workers too; the LMDB pages they share are counted once per process, so Oba's
+  figure is an upper bound). Both servers get the same read.
 - "Restart": the server is stopped by PID, started again on the same data, and timed from
   ``Popen`` to the first answered LDAP search (a base search of the suffix, polled every 10 ms
   on fresh connections); best of ``--restarts`` runs.
@@ -43,12 +45,32 @@ RSS_TARGET = 2.0
 RESTART_TARGET_S = 2.0
 
 
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (Oba's listener workers, ``server.workers``)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            continue
+        todo.extend(int(k) for k in kids)
+    return out
+
+
 def proc_status_kib(pid: int, field: str) -> int:
-    """A ``kB`` field (VmRSS, VmHWM…) of /proc/<pid>/status."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/{pid}/status")
+    """A ``kB`` field (VmRSS, VmHWM…) of /proc/<pid>/status, summed over the process and its
+    children (every process of the server counts; pages they share are counted in each)."""
+    total = 0
+    for p in _tree(pid):
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                total += int(line.split()[1])
+                break
+        else:
+            raise RuntimeError(f"no {field} in /proc/{p}/status")
+    return total
 
 
 def _exchange(sock: socket.socket, request: bytes, final_id: int,
