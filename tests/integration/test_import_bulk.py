@@ -28,7 +28,7 @@ from oba.protocol.filter import parse_filter
 from oba.protocol.messages import Scope
 from oba.storage.indexes import DEFAULT_INDEXES
 from oba.storage.lmdbstore import IMPORT_MARKER, IncompleteImport
-from oba.tools import backup, bulk, offline
+from oba.tools import backup, bulk, importworkers, offline
 
 from ._support import BASE_DN, REPO
 
@@ -237,3 +237,136 @@ def test_interrupted_import_is_refused_then_redone(tmp_path: Path) -> None:
             assert txn.count() == report.added
     finally:
         store.close()
+
+
+# --------------------------------------------------------------------------- parallel path
+
+
+def test_parallel_import_writes_the_same_databases(
+        stores: tuple[Path, Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker processes prepare the records (many small chunks), this process writes: the
+    rows are those of the in-process import and of the entry-by-entry reference."""
+    reference, imported, exported = stores
+    monkeypatch.setattr(importworkers, "CHUNK_BYTES", 3000)
+    source = tmp_path / "source.ldif"
+    source.write_bytes(exported.encode("utf-8"))
+    parallel = tmp_path / "parallel"
+    seen: list[int] = []
+    with source.open("rb") as fh:  # a real file: the workers share its mmap
+        report = bulk.import_offline(fh, _config(parallel), batch=97, workers=2,
+                                     progress=seen.append)
+    assert report.failed == [] and report.added == exported.count("\ndn: ")
+    assert sum(seen) == report.added
+    rows = _rows(parallel)
+    for other in (reference, imported):
+        expected = _rows(other)
+        assert sorted(expected) == sorted(rows)
+        for name in expected:
+            if name != b"id2entry":
+                assert expected[name] == rows[name], name
+    # entryUUID and the time stamps come from the export, so even id2entry is identical
+    assert _rows(reference)[b"id2entry"] == rows[b"id2entry"]
+    assert _export(parallel) == exported
+
+
+def _numbered_source(users: int) -> tuple[bytes, int]:
+    """An LDIF of a tree and ``users`` users, and the line of a bad record's ``dn:`` in the
+    middle (its uidNumber is not an integer)."""
+    lines = [f"dn: {BASE_DN}", "objectClass: dcObject", "objectClass: organization",
+             "dc: example", "o: Example", "", f"dn: ou=users,{BASE_DN}",
+             "objectClass: organizationalUnit", "ou: users", ""]
+    bad_line = 0
+    for n in range(users):
+        if n == users // 2:
+            bad_line = len(lines) + 1
+        number = "many" if n == users // 2 else str(1000 + n)
+        lines += [f"dn: uid=u{n},ou=users,{BASE_DN}", "objectClass: posixAccount",
+                  "objectClass: inetOrgPerson", f"uid: u{n}", f"cn: User {n}", "sn: Doe",
+                  "# a comment line", f"uidNumber: {number}", "gidNumber: 100",
+                  f"homeDirectory: /home/u{n}", ""]
+    return "\n".join(lines).encode("utf-8"), bad_line
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_bad_record_in_the_middle_keeps_its_line_number(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int) -> None:
+    monkeypatch.setattr(importworkers, "CHUNK_BYTES", 2000)
+    ldif, bad_line = _numbered_source(400)
+    report = _import(tmp_path / "go-on", ldif, workers=workers, continue_on_error=True)
+    assert report.added == 401 and not report.stopped
+    assert [(b.line, b.dn) for b in report.failed] == [(bad_line, f"uid=u200,ou=users,{BASE_DN}")]
+    assert "uidNumber" in report.failed[0].message and "LDAP result 21" in report.failed[0].message
+    stop = _import(tmp_path / "stop", ldif, workers=workers, batch=50)
+    assert stop.stopped and stop.added == 2 + 200
+    assert [b.line for b in stop.failed] == [bad_line]
+    store = offline.open_store(_config(tmp_path / "stop"))
+    try:
+        with store.read() as txn:
+            assert txn.count() == 202
+    finally:
+        store.close()
+
+
+def test_parallel_import_from_a_file_reports_duplicates_and_orphans(tmp_path: Path) -> None:
+    """Existence checks run in this process against everything loaded before, whichever
+    worker prepared the record."""
+    ldif, _ = _numbered_source(300)
+    extra = (f"\n\ndn: uid=u7,ou=users,{BASE_DN}\nobjectClass: account\nuid: u7\n\n"
+             f"dn: uid=x,ou=nowhere,{BASE_DN}\nobjectClass: account\nuid: x\n").encode()
+    path = tmp_path / "in.ldif"
+    path.write_bytes(ldif + extra)
+    with path.open("rb") as fh:
+        report = bulk.import_offline(fh, _config(tmp_path / "d"), workers=2,
+                                     continue_on_error=True)
+    codes = [b.message.rsplit("LDAP result ", 1)[1] for b in report.failed]
+    assert codes == ["21)", "68)", "32)"]
+    total_lines = (ldif + extra).count(b"\n") + 1
+    assert [b.line for b in report.failed][1:] == [total_lines - 7, total_lines - 3]
+
+
+def test_workers_are_stopped_when_the_import_fails(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import multiprocessing
+
+    monkeypatch.setattr(importworkers, "CHUNK_BYTES", 2000)
+    ldif, _ = _numbered_source(300)
+
+    class Boom(Exception):
+        pass
+
+    def crash(n: int) -> None:
+        raise Boom
+
+    before = set(multiprocessing.active_children())
+    with pytest.raises(Boom):
+        _import(tmp_path / "d", ldif, workers=2, batch=100, progress=crash)
+    assert set(multiprocessing.active_children()) == before
+    assert (tmp_path / "d" / IMPORT_MARKER).exists()
+
+
+def test_parallel_entry_below_a_parent_spelled_otherwise(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker encodes an entry with its DN as written; when the parent is stored with
+    another spelling the row is re-encoded with the parent's stored form (as back-mdb)."""
+    monkeypatch.setattr(importworkers, "CHUNK_BYTES", 2000)
+    ldif, _ = _numbered_source(40)
+    odd = (f"\n\ndn: uid=odd,OU=Users,{BASE_DN.upper()}\nobjectClass: account\n"
+           "uid: odd\ndescription: spelled otherwise\n").encode()
+    found: list[tuple[str, dict[str, list[bytes]]]] = []
+    for workers in (0, 2):
+        data_dir = tmp_path / f"w{workers}"
+        report = _import(data_dir, ldif + odd, workers=workers, continue_on_error=True)
+        assert report.added == 2 + 39 + 1 and len(report.failed) == 1  # uid=u20 is bad
+        store = offline.open_store(_config(data_dir))
+        try:
+            with store.read() as txn:
+                entry = txn.get_by_ndn(store.schema.normalize_dn(f"uid=odd,ou=users,{BASE_DN}"))
+                assert entry is not None
+                found.append((entry.dn, {k: v for k, v in entry.attrs.items()
+                                         if k not in ("entryUUID", "createTimestamp",
+                                                      "modifyTimestamp")}))
+        finally:
+            store.close()
+    assert found[0] == found[1]
+    assert found[0][0] == f"uid=odd,ou=users,{BASE_DN}"
+    assert found[0][1]["description"] == [b"spelled otherwise"]

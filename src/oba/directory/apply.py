@@ -15,6 +15,7 @@ Group semantics (memberOf, referential integrity) run in the same transaction: s
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -440,29 +441,120 @@ def _stamp(attrs: dict[str, list[bytes]], actor: str, time: str) -> None:
 # --------------------------------------------------------------------------- operations
 
 
-def _add(txn: WriteTxn, cmd: AddCommand, ctx: ApplyContext) -> ApplyResult:
+@dataclass(slots=True)
+class PreparedAdd:
+    """The state-independent part of an add (``prepare_add``): the entry as it will be stored
+    unless the existence checks fail (``late``: the first failure after those checks)."""
+
+    ndn: str
+    head: str  # the stored form of the entry's own RDN
+    tail: str  # the stored form of the parent DN as given (used when the parent is absent)
+    attrs: dict[str, list[bytes]]
+    time: str
+    late: ApplyResult | None = None
+
+
+def prepare_add(cmd: AddCommand, ctx: ApplyContext) -> PreparedAdd | ApplyResult:
+    """Every check of an add that does not read the store, in apply's order. A failure before
+    the existence checks is returned as the result; one after them is kept in ``late``.
+    Pure: no transaction, so it can run ahead of (or apart from) the writer."""
+    try:
+        dn, ndn, attrs, norms = _add_values(cmd, ctx)
+    except _Fail as fail:
+        return fail.result
+    except DNError as exc:
+        return ApplyResult(INVALID_DN, message=str(exc))
+    try:
+        _add_naming_and_schema(cmd, ctx.schema, dn, attrs, norms)
+        head = format_dn(_pretty(ctx.schema, dn[:1]))
+        tail = _pretty_parent(ctx.schema, dn[1:])
+    except _Fail as fail:
+        return PreparedAdd(ndn, "", "", attrs, cmd.time, fail.result)
+    except DNError as exc:
+        return PreparedAdd(ndn, "", "", attrs, cmd.time, ApplyResult(INVALID_DN, message=str(exc)))
+    return PreparedAdd(ndn, head, tail, attrs, cmd.time)
+
+
+def _pretty_parent(schema: SchemaLike, parent: DN) -> str:
+    """``format_dn(_pretty(schema, parent))``, memoised: entries share their parents."""
+    memo = _memo(schema, "_apply_pretty_parent")
+    if memo is None:
+        return format_dn(_pretty(schema, parent))
+    text: str | None = memo.get(parent)
+    if text is None:
+        text = memo[parent] = format_dn(_pretty(schema, parent))
+    return text
+
+
+_PLAIN_DN = re.compile(r'[^\\"#+;<>\x00]*\Z')
+
+
+def _parse_new(schema: SchemaLike, dn: str) -> tuple[DN, str]:
+    """``_parse`` for an add: a plain DN (no escapes, quotes, hex values or multi-valued
+    RDNs, no space around its first comma) parses as its first RDN followed by its parent,
+    whose parse is memoised."""
+    i = dn.find(",")
+    if not (0 < i < len(dn) - 1 and dn[i - 1] != " " and dn[i + 1] != " "
+            and _PLAIN_DN.match(dn)):
+        return _parse(schema, dn)
+    memo = _memo(schema, "_apply_parsed_parents")
+    if memo is None:
+        return _parse(schema, dn)
+    rest = dn[i + 1 :]
+    parent: DN | None = memo.get(rest)
+    try:
+        if parent is None:
+            parent = memo[rest] = parse_dn(rest)
+        parsed = parse_dn(dn[:i]) + parent
+        return parsed, schema.normalize_dn(dn)
+    except Exception as exc:  # DNError or an undefined type / bad value
+        raise _Fail(INVALID_DN, "invalid DN") from exc
+
+
+def _add_values(cmd: AddCommand, ctx: ApplyContext
+                ) -> tuple[DN, str, dict[str, list[bytes]], dict[str, list[bytes]]]:
+    """The checks before the existence checks: DN, served naming context, attribute types and
+    value syntax, no-user-modification."""
     schema = ctx.schema
-    dn, ndn = _parse(schema, cmd.dn)
+    dn, ndn = _parse_new(schema, cmd.dn)
     if not dn:
         raise _Fail(ALREADY_EXISTS, "root DSE already exists")
     _check_served(ctx, ndn)
     attrs: dict[str, list[bytes]] = {}
     norms: dict[str, list[bytes]] = {}
-    for name, values in cmd.attributes:
-        canon = _canon(schema, name)
+    for (name, values), (canon, no_user_mod) in zip(cmd.attributes, _name_plan(schema, cmd),
+                                                    strict=True):
+        if canon is None:
+            raise _Fail(UNDEFINED_TYPE, f"{name}: attribute type undefined")
         if not values:
             raise _Fail(PROTOCOL_ERROR, f"{name}: no values for attribute type")
         merged = attrs.get(canon, []) + list(values)
         # slapd validates value syntax before it refuses NO-USER-MODIFICATION attributes
         norms[canon] = _normalised(schema, name, canon, merged)
-        if _no_user_mod(schema, canon):
+        if no_user_mod:
             raise _Fail(CONSTRAINT_VIOLATION, f"{name}: no user modification allowed")
         attrs[canon] = merged
-    if txn.id_for_ndn(ndn) is not None:
-        raise _Fail(ALREADY_EXISTS)
-    is_suffix = ndn in ctx.suffixes or not parent_ndn(ndn)
-    if not is_suffix and txn.id_for_ndn(parent_ndn(ndn)) is None:
-        raise _Fail(NO_SUCH_OBJECT, "", _matched(txn, ndn))
+    return dn, ndn, attrs, norms
+
+
+def _name_plan(schema: SchemaLike, cmd: AddCommand) -> tuple[tuple[str | None, bool], ...]:
+    """(canonical name or None, NO-USER-MODIFICATION) of each attribute an add lists:
+    schema-only answers, memoised on the list of names (adds repeat a few shapes)."""
+    names = tuple(name for name, _ in cmd.attributes)
+    memo = _memo(schema, "_apply_add_names")
+    plan = None if memo is None else memo.get(names)
+    if plan is None:
+        canons = [schema.canonical(name) for name in names]
+        plan = tuple((c, c is not None and _no_user_mod(schema, c)) for c in canons)
+        if memo is not None:
+            memo[names] = plan
+    return cast("tuple[tuple[str | None, bool], ...]", plan)
+
+
+def _add_naming_and_schema(cmd: AddCommand, schema: SchemaLike, dn: DN,
+                           attrs: dict[str, list[bytes]], norms: dict[str, list[bytes]]) -> None:
+    """The checks after the existence checks (naming, schema, single values); completes
+    ``attrs`` with the RDN values and the operational attributes of a new entry."""
     _naming_not_operational(schema, (_canon(schema, typ) for typ, _ in dn[0]))
     # The RDN's values belong to the entry (slapd adds them when missing).
     for typ, value in dn[0]:
@@ -486,11 +578,46 @@ def _add(txn: WriteTxn, cmd: AddCommand, ctx: ApplyContext) -> ApplyResult:
     attrs["createTimestamp"] = [when]
     attrs["modifiersName"] = [actor]
     attrs["modifyTimestamp"] = [when]
-    entry = Entry(txn.next_id(), _under(txn, schema, dn[:1], parent_ndn(ndn), dn[1:]), attrs)
+
+
+def add_prepared(txn: WriteTxn, prep: PreparedAdd, ctx: ApplyContext) -> ApplyResult:
+    """The rest of an add after ``prepare_add``: existence checks, then ``prep.late``, then
+    the write and the group work. ``apply`` of an AddCommand is exactly
+    ``add_prepared(txn, prepare_add(cmd, ctx), ctx)`` (when that gives a ``PreparedAdd``)."""
+    try:
+        return _add_stateful(txn, prep, ctx)
+    except _Fail as fail:
+        return fail.result
+    except DNError as exc:
+        return ApplyResult(INVALID_DN, message=str(exc))
+
+
+def _add_stateful(txn: WriteTxn, prep: PreparedAdd, ctx: ApplyContext) -> ApplyResult:
+    ndn = prep.ndn
+    if txn.id_for_ndn(ndn) is not None:
+        raise _Fail(ALREADY_EXISTS)
+    parent = parent_ndn(ndn)
+    is_suffix = ndn in ctx.suffixes or not parent
+    if not is_suffix and txn.id_for_ndn(parent) is None:
+        raise _Fail(NO_SUCH_OBJECT, "", _matched(txn, ndn))
+    if prep.late is not None:
+        return prep.late
+    # like back-mdb, the parent part is the parent entry's stored DN when it exists (so
+    # ``OU=People`` reads ``ou=people``)
+    stored = txn.stored_dn(parent) if parent else None
+    tail = stored if stored is not None else prep.tail
+    entry = Entry(txn.next_id(), prep.head + ("," + tail if tail else ""), prep.attrs)
     txn.put_entry(entry)
-    work = GroupWork(txn, schema, cmd.time)
+    work = GroupWork(txn, ctx.schema, prep.time)
     after_add(work, entry)
     return _done(txn, work, ApplyResult(SUCCESS, entry=entry))
+
+
+def _add(txn: WriteTxn, cmd: AddCommand, ctx: ApplyContext) -> ApplyResult:
+    prep = prepare_add(cmd, ctx)
+    if isinstance(prep, ApplyResult):
+        return prep
+    return _add_stateful(txn, prep, ctx)
 
 
 def _check_incrementable(schema: SchemaLike, name: str, canon: str) -> None:

@@ -13,6 +13,12 @@ Rules for this module:
   loaded is accepted as a naming context besides ``directory.baseDN``.
 - The load itself is ``oba.tools.fastload`` (in-memory lookups, LMDB appends, every index
   written once at the end, one fsync); a marker file guards against using a half import.
+- A large file is prepared in worker processes (``oba.tools.importworkers``): parsing, the add
+  command, ``apply.prepare_add`` (every check that does not read the store), the encoded entry
+  and its index keys. This process takes the results in file order and runs only
+  ``apply.add_prepared`` (store checks, group work) and the writes, so results, errors, their
+  line numbers and ``--continue-on-error`` are exactly those of the one-process path. Records
+  before the first entry loaded are always handled here (that entry may name the tree).
 - Export writes content records parents first (a walk of the ``children`` database, or the
   search order when a filter/base is given) with the operational attributes above, so that
   export -> import -> export is byte-identical.
@@ -23,6 +29,8 @@ from __future__ import annotations
 import base64
 import binascii
 import gc
+import io
+import mmap
 import os
 import re
 import time
@@ -30,20 +38,28 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, Any, cast
 
 from oba.config import Config
-from oba.directory.apply import SUCCESS, ApplyContext, apply
+from oba.directory.apply import (
+    SUCCESS,
+    ApplyContext,
+    ApplyResult,
+    PreparedAdd,
+    add_prepared,
+    prepare_add,
+)
 from oba.directory.commands import AddCommand
 from oba.directory.entry import Entry
+from oba.directory.groups import MEMBER_ATTRS
 from oba.directory.search import SearchContext, search
 from oba.ldif import LDIFError, LDIFRecord, parse_ldif, write_ldif
 from oba.protocol.messages import Filter, Present, Scope
 from oba.schema import Schema
 from oba.storage import Store
-from oba.storage.lmdbstore import IMPORT_MARKER, ReadTxn, WriteTxn
-from oba.tools import offline
-from oba.tools.fastload import MAX_HELD, BulkLoad, BulkTxn
+from oba.storage.lmdbstore import IMPORT_MARKER, ReadTxn, WriteTxn, _encode_entry, id_bytes
+from oba.tools import importworkers, offline
+from oba.tools.fastload import MAX_HELD, BulkLoad, BulkTxn, Pending
 from oba.tools.fastschema import CachedSchema
 
 # Operational attributes an export carries and an import restores (slapcat/slapadd's set).
@@ -89,13 +105,15 @@ class ImportReport:
 # --------------------------------------------------------------------------- reading
 
 
-def read_records(source: IO[bytes]) -> Iterator[LDIFRecord | BadRecord]:
-    """Records of an LDIF file, or a ``BadRecord`` for each block that does not parse."""
+def read_records(source: IO[bytes], first_line: int = 1, first: bool = True
+                 ) -> Iterator[LDIFRecord | BadRecord]:
+    """Records of an LDIF file, or a ``BadRecord`` for each block that does not parse.
+    ``first_line``: the line number of the first line read; ``first``: whether the first
+    block is the start of the file (where ``version:`` may stand)."""
     block: list[bytes] = []
     start = 0
-    first = True
     number = 0
-    for number, raw in enumerate(source, start=1):
+    for number, raw in enumerate(source, start=first_line):
         if raw.strip(b"\r\n") == b"":
             if block:
                 yield from _parse_block(block, start, first)
@@ -148,9 +166,42 @@ def _fast_content_record(block: list[bytes], start: int) -> LDIFRecord | None:
         text_block = b"".join(block).decode("utf-8")
     except UnicodeDecodeError:
         return None
+    return _fast_text_record(text_block.split("\n")[: len(block)], start)
+
+
+def _fast_chunk(data: bytes, line: int) -> list[LDIFRecord] | None:
+    """The records of a chunk that holds only plain content records (no CR, valid UTF-8,
+    every block one ``_fast_text_record`` accepts), its first line being ``line`` and not the
+    file's first; None otherwise (then ``read_records`` reads it)."""
+    if b"\r" in data:
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    out: list[LDIFRecord] = []
+    number = line
+    for block in text.split("\n\n"):
+        if block.startswith("\n"):  # more blank lines
+            stripped = block.lstrip("\n")
+            number += len(block) - len(stripped)
+            block = stripped
+        if block:
+            texts = block.split("\n")
+            if texts[-1] == "":  # the chunk's last line
+                texts.pop()
+            record = _fast_text_record(texts, number)
+            if record is None:
+                return None
+            out.append(record)
+        number += block.count("\n") + 2
+    return out
+
+
+def _fast_text_record(texts: list[str], start: int) -> LDIFRecord | None:
     lines: list[tuple[int, str]] = []
     comment = False
-    for offset, text in enumerate(text_block.split("\n")[: len(block)]):
+    for offset, text in enumerate(texts):
         if text.endswith("\r"):
             text = text.rstrip("\r")
         if text.startswith(" "):
@@ -223,25 +274,31 @@ def add_command(rec: LDIFRecord, actor: str = IMPORT_ACTOR, now: str | None = No
         grouped.setdefault(name, []).append(value)
     when = kept.get("createtimestamp", b"").decode("ascii", "replace") or now or _now()
     who = kept.get("creatorsname", b"").decode("utf-8", "replace") or actor
-    ident = kept.get("entryuuid", b"").decode("ascii", "replace") or str(uuid.uuid4())
+    ident = kept.get("entryuuid", b"").decode("ascii", "replace") or new_uuid()
     cmd = AddCommand(rec.dn, tuple((k, tuple(v)) for k, v in grouped.items()),
                      request_id or uuid.uuid4().hex, who, when, ident)
     return cmd, kept
 
 
+_UUID_POOL: list[str] = []
+
+
+def new_uuid() -> str:
+    """A random RFC 4122 version-4 UUID (as ``str(uuid.uuid4())``), made 4096 at a time from
+    one ``os.urandom`` read."""
+    if not _UUID_POOL:
+        raw = os.urandom(16 * 4096).hex()
+        _UUID_POOL.extend(
+            f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+            for h in (raw[i : i + 32] for i in range(0, len(raw), 32)))
+    return _UUID_POOL.pop()
+
+
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
 def _now() -> str:
     return time.strftime("%Y%m%d%H%M%SZ", time.gmtime())
-
-
-def _restore_modified(txn: WriteTxn, entry: Entry, kept: dict[str, bytes]) -> None:
-    changed = dict(entry.attrs)
-    for low, canon in (("modifiersname", "modifiersName"), ("modifytimestamp",
-                                                             "modifyTimestamp")):
-        value = kept.get(low)
-        if value is not None and changed.get(canon) != [value]:
-            changed[canon] = [value]
-    if changed != entry.attrs:
-        txn.put_entry(Entry(entry.id, entry.dn, changed), entry)
 
 
 # --------------------------------------------------------------------------- offline import
@@ -255,6 +312,7 @@ def import_offline(
     continue_on_error: bool = False,
     defer_indexes: bool = True,
     progress: Progress | None = None,
+    workers: int | None = None,
 ) -> ImportReport:
     """Load every record of ``source`` into the empty data directory of ``config``.
 
@@ -262,7 +320,10 @@ def import_offline(
     ``children`` and every index written once at the end in key order; no fsync until the
     end. ``IMPORT_MARKER`` exists in the data directory from the first write until the final
     sync, so an interrupted import is refused by the server and restarted from scratch by the
-    next import. ``defer_indexes`` is kept for compatibility: indexes are always built last."""
+    next import. A file (or in-memory) input larger than ``PARALLEL_MIN_BYTES`` is prepared
+    by ``workers`` forked processes (default: one per CPU, see ``importworkers``); this
+    process only runs the checks against the store and writes. ``defer_indexes`` is kept
+    for compatibility: indexes are always built last."""
     del defer_indexes
     data_dir = Path(config.storage.dataDir)
     if data_dir.exists():
@@ -287,27 +348,20 @@ def import_offline(
         _write_marker(marker)
         load = BulkLoad(store)
         ctx = offline.apply_context(config, schema)
-        now = _now()
-        records = read_records(source)
-        while not report.stopped:
-            chunk = _take(records, batch)
-            if not chunk:
-                break
-            with store.env.begin(write=True) as raw:
-                txn = BulkTxn(store, raw, load)
-                for item in chunk:
-                    bad = _import_one(txn, item, ctx, now)
-                    if bad is None:
-                        report.added += 1
-                        continue
-                    report.failed.append(bad)
-                    if not continue_on_error:
-                        report.stopped = True
-                        break
-            if load.held > MAX_HELD:
-                load.flush_indexes()
-            if progress is not None:
-                progress(len(chunk))
+        loader = _Loader(store, load, ctx, _now(), report, batch, continue_on_error, progress)
+        buf = importworkers.buffer_of(source)
+        try:
+            if buf is None:
+                loader.sequential(read_records(source))
+            else:
+                loader.chunked(buf, workers)
+        except BaseException:
+            loader.abort()
+            raise
+        finally:
+            if isinstance(buf, mmap.mmap):
+                buf.close()
+        loader.close()
         load.finish(report.added)
         store.env.sync(True)
     finally:
@@ -318,6 +372,231 @@ def import_offline(
     _fsync_dir(data_dir)
     report.seconds = time.monotonic() - started
     return report
+
+
+PARALLEL_MIN_BYTES = 4 * 1024 * 1024  # smaller inputs are prepared in this process
+
+# A record prepared ahead of the writer: (line, dn, ndn, head, tail, attrs, time, late
+# failure, pending); ``pending`` (see BulkTxn.pending) when the add may succeed, and then
+# ``attrs`` is empty unless the entry has member attributes (group work reads them); or the
+# BadRecord that preparing it found.
+Prepared = tuple[int, str, str, str, str, dict[str, list[bytes]], str, ApplyResult | None,
+                 Pending | None]
+
+
+class _Loader:
+    """The writer side of an import: records in input order, one write transaction per
+    ``batch`` records."""
+
+    def __init__(self, store: Store, load: BulkLoad, ctx: ApplyContext, now: str,
+                 report: ImportReport, batch: int, continue_on_error: bool,
+                 progress: Progress | None) -> None:
+        self.store, self.load, self.ctx, self.now = store, load, ctx, now
+        self.report, self.batch, self.go_on, self.progress = (report, batch, continue_on_error,
+                                                              progress)
+        self._raw: Any = None
+        self._txn: BulkTxn | None = None
+        self._in_txn = 0
+
+    def _writer(self) -> BulkTxn:
+        if self._txn is None:
+            self._raw = self.store.env.begin(write=True)
+            self._txn = BulkTxn(self.store, self._raw, self.load)
+        return self._txn
+
+    def _counted(self, n: int) -> None:
+        """``n`` more records handled: commit (and report progress) every ``batch``."""
+        self._in_txn += n
+        if self._in_txn >= self.batch:
+            self._commit()
+
+    def _commit(self) -> None:
+        if self._txn is None:
+            return
+        self._raw.commit()
+        self._raw = self._txn = None
+        done, self._in_txn = self._in_txn, 0
+        if self.load.held > MAX_HELD:
+            self.load.flush_indexes()
+        if self.progress is not None:
+            self.progress(done)
+
+    def close(self) -> None:
+        """Commit what was loaded (also when stopped at a bad record)."""
+        self._commit()
+
+    def abort(self) -> None:
+        """On an exception: drop the open transaction (the marker stays: the import is
+        unusable)."""
+        if self._raw is not None:
+            self._raw.abort()
+            self._raw = self._txn = None
+
+    def _failed(self, bad: BadRecord) -> bool:
+        """Record ``bad``; True when the import stops here."""
+        self.report.failed.append(bad)
+        if not self.go_on:
+            self.report.stopped = True
+        return self.report.stopped
+
+    def sequential(self, items: Iterable[LDIFRecord | BadRecord]) -> None:
+        """Each record prepared and applied here (streams, and the start of a file)."""
+        for item in items:
+            bad = _import_one(self._writer(), item, self.ctx, self.now)
+            self._counted(1)
+            if bad is None:
+                self.report.added += 1
+            elif self._failed(bad):
+                return
+
+    def chunked(self, buf: importworkers.Buffer, workers: int | None) -> None:
+        """The records of ``buf``: chunks applied here one record at a time until the first
+        entry exists (it may name the tree), the rest prepared ahead, by workers when the
+        input is large, and only checked against the store and written here."""
+        todo = importworkers.tasks(buf)
+        for start, end, line in todo:
+            self.sequential(read_records(io.BytesIO(buf[start:end]), line, start == 0))
+            if self.report.stopped or self.load.next_id > 1:
+                break
+        if self.report.stopped:
+            return
+        if workers is None:
+            workers = importworkers.default_workers() if len(buf) >= PARALLEL_MIN_BYTES else 0
+        ctx, now, load = self.ctx, self.now, self.load
+
+        def prepare(data: bytes, line: int) -> Any:
+            records = _fast_chunk(data, line)
+            return _prepare_chunk(read_records(io.BytesIO(data), line, False)
+                                  if records is None else records, ctx, now, load)
+
+        chunks = importworkers.prepared_chunks(buf, todo, prepare, workers, _UUID_POOL.clear)
+        try:
+            for items, segments in chunks:
+                if self._apply_chunk(items, segments):
+                    return
+        finally:
+            chunks.close()
+
+    def _apply_chunk(self, items: list[Prepared | BadRecord], segments: list[Segment]) -> bool:
+        """Check and write prepared records, then record their index pairs (a segment's
+        before the next group entry: group work may rewrite the entries before it); True
+        when the import stops."""
+        txn = self._writer()
+        ctx = self.ctx
+        load = self.load
+        idbs: list[bytes | None] = []
+        settled = 0
+        for i, item in enumerate(items):
+            while settled < len(segments) and segments[settled][0] <= i:
+                load.add_grouped(segments[settled][1], idbs)
+                settled += 1
+            if isinstance(item, BadRecord):
+                bad: BadRecord | None = item
+            else:
+                line, dn, ndn, head, tail, attrs, when, late, pending = item
+                prep = PreparedAdd(ndn, head, tail, attrs, when, late)
+                txn.pending = pending
+                result = add_prepared(txn, prep, ctx)
+                txn.pending = None
+                bad = None if result.code == SUCCESS else _bad_result(line, dn, result)
+            if bad is None:
+                self.report.added += 1
+                idbs.append(id_bytes(load.next_id - 1))
+            else:
+                idbs.append(None)
+                if self._failed(bad):
+                    break
+            self._counted(1)
+            if self._txn is None:
+                txn = self._writer()
+        idbs.extend([None] * (len(items) - len(idbs)))  # records after a stop
+        for _, grouped in segments[settled:]:
+            load.add_grouped(grouped, idbs)
+        if self.report.stopped:
+            self._counted(1)
+        return self.report.stopped
+
+
+# The index keys of consecutive prepared records: (end index in the chunk, {attribute: {key:
+# [indexes of the records with that key]}}).
+Segment = tuple[int, dict[str, dict[bytes, list[int]]]]
+
+
+def _prepare_chunk(records: Iterable[LDIFRecord | BadRecord], ctx: ApplyContext, now: str,
+                   load: BulkLoad) -> tuple[list[Prepared | BadRecord], list[Segment]]:
+    """The prepared records of one chunk, and their index keys grouped by key (a group
+    entry keeps its own keys and ends a segment: see ``_Loader._apply_chunk``)."""
+    items: list[Prepared | BadRecord] = []
+    segments: list[Segment] = []
+    grouped: dict[str, dict[bytes, list[int]]] = {}
+    for record in records:
+        item = _prepare(record, ctx, now, load)
+        if not isinstance(item, BadRecord) and item[8] is not None:
+            pending = item[8]
+            if item[5]:  # member attributes: group work follows its add
+                if grouped:
+                    segments.append((len(items), grouped))
+                    grouped = {}
+            else:
+                index = len(items)
+                for attr, keys in pending[1]:
+                    table = grouped.get(attr)
+                    if table is None:
+                        table = grouped[attr] = {}
+                    for k in keys:
+                        at = table.get(k)
+                        if at is None:
+                            table[k] = [index]
+                        else:
+                            at.append(index)
+                item = (*item[:8], (pending[0], [], pending[2], pending[3]))
+        items.append(item)
+    if grouped:
+        segments.append((len(items), grouped))
+    return items, segments
+
+
+def _prepare(item: LDIFRecord | BadRecord, ctx: ApplyContext, now: str, load: BulkLoad
+             ) -> Prepared | BadRecord:
+    """Everything about one record that does not depend on the store (worker side)."""
+    got = _prepare_add(item, ctx, now)
+    if isinstance(got, BadRecord):
+        return got
+    prep = got
+    assert isinstance(item, LDIFRecord)
+    if prep.late is not None:
+        return (item.line, item.dn, prep.ndn, prep.head, prep.tail, {}, prep.time, prep.late,
+                None)
+    attrs = prep.attrs
+    dn = prep.head + ("," + prep.tail if prep.tail else "")
+    pending = (prep.ndn, load.keys_of(attrs), dn, _encode_entry(Entry(0, dn, attrs)))
+    sent = attrs if any(a in attrs for a in MEMBER_ATTRS) else {}
+    return (item.line, item.dn, prep.ndn, prep.head, prep.tail, sent, prep.time, None, pending)
+
+
+def _prepare_add(item: LDIFRecord | BadRecord, ctx: ApplyContext, now: str
+                 ) -> PreparedAdd | BadRecord:
+    if isinstance(item, BadRecord):
+        return item
+    if item.changetype not in (None, "add"):
+        return BadRecord(item.line, item.dn,
+                         f"changetype {item.changetype} is not supported by import (adds only)")
+    cmd, kept = add_command(item, now=now, request_id="import")
+    prep = prepare_add(cmd, ctx)
+    if isinstance(prep, ApplyResult):
+        return _bad_result(item.line, item.dn, prep)
+    if kept and prep.late is None:  # as slapadd: the input's modifiersName/modifyTimestamp
+        for low, canon in (("modifiersname", "modifiersName"),
+                           ("modifytimestamp", "modifyTimestamp")):
+            value = kept.get(low)
+            if value is not None:
+                prep.attrs[canon] = [value]
+    return prep
+
+
+def _bad_result(line: int, dn: str, result: ApplyResult) -> BadRecord:
+    text = result.message or _code_name(result.code)
+    return BadRecord(line, dn, f"{text} (LDAP result {result.code})")
 
 
 def _write_marker(marker: Path) -> None:
@@ -346,36 +625,24 @@ def _wipe_interrupted(data_dir: Path) -> None:
     (data_dir / IMPORT_MARKER).unlink()
 
 
-def _take(records: Iterator[LDIFRecord | BadRecord], n: int) -> list[LDIFRecord | BadRecord]:
-    out: list[LDIFRecord | BadRecord] = []
-    for item in records:
-        out.append(item)
-        if len(out) >= n:
-            break
-    return out
-
-
 def _import_one(txn: WriteTxn, item: LDIFRecord | BadRecord, ctx: ApplyContext, now: str
                 ) -> BadRecord | None:
-    if isinstance(item, BadRecord):
-        return item
-    if item.changetype not in (None, "add"):
-        return BadRecord(item.line, item.dn,
-                         f"changetype {item.changetype} is not supported by import (adds only)")
-    cmd, kept = add_command(item, now=now, request_id="import")
-    if txn.count() == 0:  # the first entry names the tree (slapadd takes it from the config)
+    """Prepare and apply one record here (the first entry loaded also names a tree)."""
+    if txn.count() == 0 and isinstance(item, LDIFRecord):
+        # the first entry names the tree (slapadd takes it from the config)
         try:
             ndn = ctx.schema.normalize_dn(item.dn)
         except Exception:  # an invalid DN: apply reports it
             ndn = ""
         if ndn and ndn not in ctx.suffixes:
             ctx.suffixes = (*ctx.suffixes, ndn)
-    result = apply(txn, cmd, ctx)
+    prep = _prepare_add(item, ctx, now)
+    if isinstance(prep, BadRecord):
+        return prep
+    result = add_prepared(txn, prep, ctx)
     if result.code != SUCCESS:
-        text = result.message or _code_name(result.code)
-        return BadRecord(item.line, item.dn, f"{text} (LDAP result {result.code})")
-    if result.entry is not None and kept:
-        _restore_modified(txn, result.entry, kept)
+        assert isinstance(item, LDIFRecord)
+        return _bad_result(item.line, item.dn, result)
     return None
 
 

@@ -106,11 +106,19 @@ def _progress(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
 
 
 def _count_records(path: Path) -> int | None:
+    """The number of lines starting with ``dn:`` (any case): the progress bar's total.
+    Counted in large blocks (C speed), not line by line."""
+    count = 0
+    last = b"\n"  # the byte before the block: the file starts at a line start
     try:
         with path.open("rb") as fh:
-            return sum(1 for line in fh if line[:3].lower() == b"dn:")
+            while block := fh.read(1 << 22):
+                text = (last + block).lower()
+                count += text.count(b"\ndn:")
+                last = text[-3:]  # too short to hold a match; may start one in the next block
     except OSError:
         return None
+    return count
 
 
 def register(app: typer.Typer) -> None:

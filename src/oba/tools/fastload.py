@@ -14,6 +14,9 @@ Rules for this module:
   checks after each batch); flushes after the first are ordinary sorted puts.
 - The on-disk result is the same as entries added one by one by the server: same keys, same
   values, same ``meta`` (``next_id``, ``applied_index``, ``index_config``).
+- The importer may compute an entry's normalised DN, index keys (``keys_of``) and encoded row
+  ahead, in a worker process, and hand them over in ``BulkTxn.pending`` for the next new
+  entry; that entry's ``attrs`` need not be filled then (only group work reads them).
 - Only inserts and rewrites of entries are supported: ``delete_entry`` and the index readers
   raise/answer "unindexed" (apply's add path never deletes; refint would scan).
 """
@@ -22,7 +25,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from itertools import chain, repeat
-from typing import Any
+from typing import Any, cast
+
+import msgpack
 
 from oba.directory.entry import Entry
 from oba.storage import indexes as ix
@@ -35,6 +40,9 @@ from oba.storage.lmdbstore import (
     id_bytes,
     parent_ndn,
 )
+
+EntryKeys = list[tuple[str, tuple[bytes, ...]]]  # (indexed attribute, its keys) of one entry
+Pending = tuple[str, EntryKeys, str, bytes]  # see BulkTxn.pending
 
 _KEY_CACHE_LIMIT = 400_000
 _CACHE_PROBE = 20_000  # cache misses after which an attribute's cache is judged
@@ -110,26 +118,62 @@ class BulkLoad:
             out.update(self.value_keys(attr, v))
         return out
 
-    def add_entry(self, attrs: dict[str, list[bytes]], idb: bytes) -> None:
-        """Every index pair of a new entry (its id is the highest so far)."""
-        held = 0
-        for attr, table in self.pairs.items():
+    def keys_of(self, attrs: dict[str, list[bytes]]) -> EntryKeys:
+        """The index keys of an entry per indexed attribute (pure: a worker may compute
+        them; ``add_keys`` records them)."""
+        out: EntryKeys = []
+        for attr in self.pairs:
             values = attrs.get(attr)
             if not values:
                 continue
-            keys: Iterable[bytes]
             if len(values) == 1:
-                keys = self.value_keys(attr, values[0])
+                out.append((attr, self.value_keys(attr, values[0])))
             else:
-                keys = self.entry_keys(attr, values)
-            for k in keys:
+                out.append((attr, tuple(self.entry_keys(attr, values))))
+        return out
+
+    def add_keys(self, keys: EntryKeys, idb: bytes) -> None:
+        """Record the index pairs of a new entry (its id is the highest so far)."""
+        held = 0
+        pairs = self.pairs
+        for attr, attr_keys in keys:
+            table = pairs[attr]
+            for k in attr_keys:
                 ids = table.get(k)
                 if ids is None:
                     table[k] = [idb]
                 else:
                     ids.append(idb)
-            held += len(keys)
+            held += len(attr_keys)
         self.held += held
+
+    def add_grouped(self, grouped: dict[str, dict[bytes, list[int]]],
+                    idbs: list[bytes | None]) -> None:
+        """Record index pairs given per key as indexes into ``idbs`` (the ids of a run of new
+        entries, None for a record that was not added), all above the ids recorded so far."""
+        held = 0
+        pairs = self.pairs
+        complete = None not in idbs
+        for attr, keys in grouped.items():
+            table = pairs[attr]
+            for k, where in keys.items():
+                if complete:
+                    ids = cast("list[bytes]", [idbs[j] for j in where])
+                else:
+                    ids = [i for i in (idbs[j] for j in where) if i is not None]
+                    if not ids:
+                        continue
+                at = table.get(k)
+                if at is None:
+                    table[k] = ids
+                else:
+                    at.extend(ids)
+                held += len(ids)
+        self.held += held
+
+    def add_entry(self, attrs: dict[str, list[bytes]], idb: bytes) -> None:
+        """Every index pair of a new entry (its id is the highest so far)."""
+        self.add_keys(self.keys_of(attrs), idb)
 
     def add_pairs_unordered(self, attr: str, keys: Iterable[bytes], idb: bytes) -> None:
         """Pairs of a rewritten entry (its id may be below others): sorted at the end."""
@@ -203,6 +247,9 @@ class BulkTxn(WriteTxn):
         super().__init__(store, txn)
         self._load = load
         self._id_cursor = txn.cursor(db=store._id2entry)
+        # The next new entry as computed ahead by the importer: (normalised DN, index keys,
+        # the DN it was encoded with, its encoded row); its ``attrs`` may then be left empty.
+        self.pending: Pending | None = None
 
     def id_for_ndn(self, ndn: str) -> int | None:
         if not ndn:
@@ -252,16 +299,28 @@ class BulkTxn(WriteTxn):
         store = self._store
         idb = id_bytes(entry.id)
         if old is None:
-            ndn = store.schema.normalize_dn(entry.dn)
+            pending = self.pending
+            self.pending = None
+            ndn = store.schema.normalize_dn(entry.dn) if pending is None else pending[0]
             if ndn in load.dn2id:
                 raise ValueError(f"bulk load: {entry.dn} stored twice")
             load.dn2id[ndn] = idb
             parent = parent_ndn(ndn)
             pid = load.dn2id.get(parent, b"\0" * 8) if parent else b"\0" * 8
             load.children.setdefault(pid, []).append(idb)
-            if not self._id_cursor.put(idb, _encode_entry(entry), append=True):
+            if pending is None:
+                row = _encode_entry(entry)
+            elif pending[2] == entry.dn:
+                row = pending[3]
+            else:  # stored below a parent spelled otherwise: the row names the entry anew
+                attrs = msgpack.unpackb(pending[3], raw=False)["a"]
+                row = _encode_entry(Entry(entry.id, entry.dn, attrs))
+            if not self._id_cursor.put(idb, row, append=True):
                 raise ValueError(f"bulk load: id {entry.id} is not the highest")
-            load.add_entry(entry.attrs, idb)
+            if pending is None:
+                load.add_entry(entry.attrs, idb)
+            else:
+                load.add_keys(pending[1], idb)
             return
         if store.schema.normalize_dn(old.dn) != store.schema.normalize_dn(entry.dn):
             raise ValueError("bulk load: entries cannot be renamed")
