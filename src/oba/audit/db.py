@@ -1,24 +1,37 @@
 """Audit records in the node's LMDB store: the apply handlers and the indexed read side.
 
-Layout (auxiliary sub-databases of the node's store; composite keys so that every index is an
-ordinary sorted database, scanned by prefix):
+Layout (auxiliary sub-databases of the node's store; every index is an ordinary sorted
+database, scanned by prefix):
 - ``audit_rec``: id (8 bytes big-endian) -> msgpack record
-- ``audit_time``: milliseconds since the epoch (8 bytes) + id -> b""
-- ``audit_level`` / ``audit_source`` / ``audit_user``: lower-case value + NUL + id -> b""
-- ``audit_meta``: ``next`` -> next id, ``count`` -> number of records held
+- ``audit_users``: id block (id >> ``BLOCK_BITS``, 8 bytes) + lower-case user + NUL + id ->
+  b"" (one key per record). Grouping by block keeps a batch's inserts in the newest part of
+  the tree (a few pages written per commit, not one page per record); a lookup by user seeks
+  once per block.
+- ``audit_lruns`` / ``audit_sruns`` (level, source): lower-case value + NUL + first id + last
+  id -> b"": every id in ``[first, last]`` holds that value. Runs of one value never overlap;
+  consecutive records with the same value share one run (extended batch after batch).
+- ``audit_truns`` (time): second since the epoch (8 bytes) + first id + last id -> b"": the
+  records ``[first, last]`` were stamped within that second (a candidate set: readers check
+  the exact time of each record).
+- ``audit_meta``: ``next`` -> next id, ``count`` -> number of records held, ``format`` ->
+  ``FORMAT`` once the run indexes cover every record (older stores kept one index key per
+  record and value; ``open_dbs`` rebuilds them as runs; a store without the mark is read by
+  scanning the records).
 
 Rules for this module: the handlers of ``audit.append``, ``audit.retain`` and ``audit.clear``
 are deterministic (ids come from the replicated counter, content and times from the command),
 validate before writing and write only through the apply transaction. ``audit.retain`` hands
-the records it drops to the node-local archiver (``set_archiver``) before they are deleted.
+the records it drops to the node-local archiver (``set_archiver``) before they are deleted, and
+trims the runs so that counts by level and source stay exact.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import lmdb
 import msgpack
 
 from oba.directory.apply import ApplyContext, ApplyResult, register_system
@@ -26,8 +39,13 @@ from oba.directory.commands import SystemCommand
 from oba.storage.lmdbstore import ReadTxn, Store, WriteTxn
 
 REC, TIME, LEVEL, SOURCE, USER, META = (
-    b"audit_rec", b"audit_time", b"audit_level", b"audit_source", b"audit_user", b"audit_meta")
+    b"audit_rec", b"audit_truns", b"audit_lruns", b"audit_sruns", b"audit_users", b"audit_meta")
 ALL_DBS = (REC, TIME, LEVEL, SOURCE, USER, META)
+RUNS = (TIME, LEVEL, SOURCE)
+# the per-record indexes of format 1, replaced by the runs (dropped by ``open_dbs``)
+OLD_DBS = (b"audit_time", b"audit_level", b"audit_source", b"audit_user")
+BLOCK_BITS = 12  # the user index is grouped by blocks of 4096 ids
+FORMAT = 2
 LEVELS = ("debug", "info", "warn", "error")
 SOURCES = ("ldap", "rest", "raft", "system", "cli")
 UNWILLING = 53
@@ -54,8 +72,29 @@ def parse_time(text: str) -> datetime | None:
 
 
 def time_ms(text: str) -> int:
+    """Milliseconds since the epoch of an RFC 3339 time (0 when unreadable). The store's own
+    stamps (``YYYY-MM-DDTHH:MM:SS.mmmZ``) take a fast path with the date part parsed once per
+    second; it computes exactly what the general path computes (same float steps)."""
+    if len(text) == 24 and text[19] == "." and text[23] == "Z" and text[20:23].isdigit():
+        head = text[:19]
+        sec = _SECONDS.get(head)
+        if sec is None:
+            dt = parse_time(head + "Z")
+            if dt is None:
+                return 0
+            sec = (dt - _EPOCH) // _ONE_SECOND
+            if len(_SECONDS) >= 4096:
+                _SECONDS.clear()
+            _SECONDS[head] = sec
+        # datetime.timestamp(): (seconds * 10**6 + microseconds) / 10**6, then * 1000
+        return max(0, int((sec * 1_000_000 + int(text[20:23]) * 1000) / 1_000_000 * 1000))
     dt = parse_time(text)
     return max(0, int(dt.timestamp() * 1000)) if dt is not None else 0
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_SECOND = timedelta(seconds=1)
+_SECONDS: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM:SS" -> seconds since the epoch
 
 
 def now_rfc3339() -> str:
@@ -72,9 +111,51 @@ def _cache(store: Store) -> dict[bytes, Any]:
 
 
 def open_dbs(store: Store) -> None:
-    """Open every audit sub-database; call when no write transaction is open (start-up)."""
+    """Open every audit sub-database and bring the indexes to ``FORMAT``; call when no write
+    transaction is open (start-up)."""
     for name in ALL_DBS:
         store.aux_db(name)
+    with store.read() as txn:
+        if _indexed(txn):
+            return
+    with store.write() as wtxn:
+        _rebuild(wtxn)
+
+
+def _indexed(txn: ReadTxn) -> bool:
+    """Do the run indexes cover every record (the ``format`` mark)?"""
+    return _meta(txn, b"format", 1) == FORMAT
+
+
+def _rebuild(txn: WriteTxn) -> None:
+    """Drop the format-1 indexes and build the runs from the records themselves."""
+    t = _raw(txn)
+    for name in OLD_DBS:
+        try:
+            old = txn.store.env.open_db(name, txn=t, create=False)
+        except lmdb.NotFoundError:
+            continue
+        t.drop(old, delete=True)
+    for name in (USER, *RUNS):
+        t.drop(_db(txn, name), delete=False)
+    runs: dict[bytes, dict[bytes, list[int]]] = {name: {} for name in RUNS}
+    for key, value in t.cursor(db=_db(txn, REC)).iternext(keys=True, values=True):
+        rec = msgpack.unpackb(value, raw=False)
+        rid = _from_u64(key)
+        t.put(_user_key(dict(rec, id=rid)), b"", db=_db(txn, USER))
+        for name, prefix in _run_prefixes(rec):
+            open_runs = runs[name]
+            run = open_runs.get(prefix)
+            if run is not None and run[1] == rid - 1:
+                run[1] = rid
+                continue
+            if run is not None:
+                t.put(prefix + _u64(run[0]) + _u64(run[1]), b"", db=_db(txn, name))
+            open_runs[prefix] = [rid, rid]
+    for name, open_runs in runs.items():
+        for prefix, (first, last) in open_runs.items():
+            t.put(prefix + _u64(first) + _u64(last), b"", db=_db(txn, name))
+    t.put(b"format", _u64(FORMAT), db=_db(txn, META))
 
 
 def _db(txn: ReadTxn, name: bytes) -> Any:
@@ -113,12 +194,31 @@ def _clean(raw: object) -> Record | None:
     }
 
 
-def _index_keys(rec: Record) -> list[tuple[bytes, bytes]]:
-    rid = _u64(int(rec["id"]))
-    keys = [(TIME, _u64(time_ms(str(rec["timestamp"]))) + rid)]
-    for db, name in ((LEVEL, "level"), (SOURCE, "source"), (USER, "user")):
-        keys.append((db, str(rec[name]).lower().encode("utf-8") + b"\0" + rid))
-    return keys
+def _user_key(rec: Record) -> bytes:
+    rid = int(rec["id"])
+    return (_u64(rid >> BLOCK_BITS) + str(rec["user"]).lower().encode("utf-8") + b"\0"
+            + _u64(rid))
+
+
+def _run_prefixes(rec: Record) -> tuple[tuple[bytes, bytes], ...]:
+    """(run database, key prefix) of a record in each run index."""
+    return ((TIME, _u64(time_ms(str(rec["timestamp"])) // 1000)),
+            (LEVEL, str(rec["level"]).lower().encode("utf-8") + b"\0"),
+            (SOURCE, str(rec["source"]).lower().encode("utf-8") + b"\0"))
+
+
+def _add_run(cur: Any, prefix: bytes, first: int, last: int) -> None:
+    """Record that ids ``first..last`` hold ``prefix``, extending the run that ends just
+    before ``first`` (the common case: the previous batch ended with the same value)."""
+    size = len(prefix) + 16
+    found = cur.set_range(prefix + b"\xff" * 17)
+    found = cur.prev() if found else cur.last()
+    if found:
+        key = cur.key()
+        if len(key) == size and key.startswith(prefix) and _from_u64(key) == first - 1:
+            first = _from_u64(key[:-8])
+            cur.delete()
+    cur.put(prefix + _u64(first) + _u64(last), b"")
 
 
 def _meta(txn: ReadTxn, key: bytes, default: int) -> int:
@@ -134,24 +234,85 @@ def _append(txn: WriteTxn, cmd: SystemCommand, ctx: ApplyContext) -> ApplyResult
     t = _raw(txn)
     nxt = _meta(txn, b"next", 1)
     count = _meta(txn, b"count", 0)
-    rec_db = _db(txn, REC)
+    # one batch: the records and the user keys go in with one putmulti call each (records
+    # with MDB_APPEND: ids only grow; an out-of-order id falls back to a plain put); the run
+    # indexes get one key per run of equal values
+    pack = msgpack.Packer(use_bin_type=True).pack
+    rows: list[tuple[bytes, bytes]] = []
+    users: list[tuple[bytes, bytes]] = []
+    runs: list[tuple[bytes, bytes, int, int]] = []  # (database, prefix, first, last)
+    current: dict[bytes, list[Any]] = {}  # database -> the run being built [prefix, first, last]
     for rec in records:
-        rec["id"] = nxt
+        rid = rec["id"] = nxt
         nxt += 1
-        t.put(_u64(rec["id"]), msgpack.packb(rec, use_bin_type=True), db=rec_db)
-        for name, key in _index_keys(rec):
-            t.put(key, b"", db=_db(txn, name))
+        rows.append((_u64(rid), pack(rec)))
+        users.append((_user_key(rec), b""))
+        for name, prefix in _run_prefixes(rec):
+            run = current.get(name)
+            if run is not None and run[0] == prefix:
+                run[2] = rid
+                continue
+            if run is not None:
+                runs.append((name, run[0], run[1], run[2]))
+            current[name] = [prefix, rid, rid]
+    if rows:
+        _put_all(t, _db(txn, REC), rows, append=True)
+        users.sort()
+        _put_all(t, _db(txn, USER), users, append=False)
+        runs.extend((name, run[0], run[1], run[2]) for name, run in current.items())
+        for name in RUNS:
+            with t.cursor(db=_db(txn, name)) as cur:
+                for db_name, prefix, first, last in runs:
+                    if db_name == name:
+                        _add_run(cur, prefix, first, last)
     count += len(records)
     t.put(b"next", _u64(nxt), db=_db(txn, META))
     t.put(b"count", _u64(count), db=_db(txn, META))
     return ApplyResult(0)
 
 
+def _put_all(t: Any, db: Any, items: list[tuple[bytes, bytes]], append: bool) -> None:
+    with t.cursor(db=db) as cur:
+        if append:
+            _, added = cur.putmulti(items, append=True)
+            if added == len(items):
+                return
+        cur.putmulti(items)
+
+
 def _delete(txn: WriteTxn, rec: Record) -> None:
     t = _raw(txn)
     t.delete(_u64(int(rec["id"])), db=_db(txn, REC))
-    for name, key in _index_keys(rec):
-        t.delete(key, db=_db(txn, name))
+    t.delete(_user_key(rec), db=_db(txn, USER))
+
+
+def _trim_runs(txn: WriteTxn, cutoff: int) -> None:
+    """Cut every id below ``cutoff`` (all dropped) out of the runs. Level and source runs are
+    scanned per value from its oldest run; time runs from the oldest second until a run that
+    starts at or after ``cutoff`` (a run left behind by skewed clocks only names ids that no
+    longer exist, which readers skip)."""
+    t = _raw(txn)
+    for name in RUNS:
+        cur = t.cursor(db=_db(txn, name))
+        changes: list[tuple[bytes, bytes | None]] = []  # (old key, new key or None)
+        found = cur.first()
+        while found:
+            key = cur.key()
+            first, last = _from_u64(key[:-8]), _from_u64(key)
+            if first < cutoff:
+                changes.append((key, None if last < cutoff else
+                                key[:-16] + _u64(cutoff) + key[-8:]))
+                if last < cutoff:
+                    found = cur.next()
+                    continue
+            if name == TIME:
+                break
+            # this value is done: on to the next one
+            found = cur.set_range(key[:-16] + b"\xff" * 17)
+        for key, new in changes:
+            t.delete(key, db=_db(txn, name))
+            if new is not None:
+                t.put(new, b"", db=_db(txn, name))
 
 
 def _retain(txn: WriteTxn, cmd: SystemCommand, ctx: ApplyContext) -> ApplyResult:
@@ -173,13 +334,15 @@ def _retain(txn: WriteTxn, cmd: SystemCommand, ctx: ApplyContext) -> ApplyResult
         archiver(dropped, str(cmd.payload.get("at") or cmd.time))
     for rec in dropped:
         _delete(txn, rec)
+    if dropped:
+        _trim_runs(txn, max(int(rec["id"]) for rec in dropped) + 1)
     _raw(txn).put(b"count", _u64(count - len(dropped)), db=_db(txn, META))
     return ApplyResult(0)
 
 
 def _clear(txn: WriteTxn, cmd: SystemCommand, ctx: ApplyContext) -> ApplyResult:
     t = _raw(txn)
-    for name in (REC, TIME, LEVEL, SOURCE, USER):
+    for name in (REC, USER, *RUNS):
         t.drop(_db(txn, name), delete=False)
     t.put(b"count", _u64(0), db=_db(txn, META))  # ``next`` is kept: ids never repeat
     return ApplyResult(0)
@@ -208,22 +371,47 @@ def get(txn: ReadTxn, rid: int) -> Record | None:
     return None if raw is None else dict(msgpack.unpackb(raw, raw=False))
 
 
-def _reverse_prefix(txn: ReadTxn, name: bytes, prefix: bytes) -> Iterator[int]:
-    """Ids under ``prefix`` in an index, highest first."""
-    cur = _raw(txn).cursor(db=_db(txn, name))
-    upper = prefix + b"\xff" * 9
-    if cur.set_range(upper):
-        if not cur.prev():
-            return
-    elif not cur.last():
+def _user_ids(txn: ReadTxn, user: str) -> Iterator[int]:
+    """Ids of one user's records, highest first: block by block, newest block first."""
+    cur = _raw(txn).cursor(db=_db(txn, USER))
+    name = user.lower().encode("utf-8") + b"\0"
+    if not cur.last():
         return
+    block = _from_u64(bytes(cur.key())[:8])
     while True:
+        prefix = _u64(block) + name
+        found = cur.set_range(prefix + b"\xff" * 9)
+        found = cur.prev() if found else cur.last()
+        while found:
+            key = bytes(cur.key())
+            if not key.startswith(prefix):
+                break
+            yield _from_u64(key)
+            found = cur.prev()
+        # on to the highest block below this one: the key just before the block's first
+        found = cur.set_range(_u64(block))
+        found = cur.prev() if found else cur.last()
+        if not found:
+            return
+        below = _from_u64(bytes(cur.key())[:8])
+        if below >= block:
+            return
+        block = below
+
+
+def _run_ids(txn: ReadTxn, name: bytes, prefix: bytes) -> Iterator[int]:
+    """Ids in the runs of one value, highest first (runs of a value never overlap)."""
+    cur = _raw(txn).cursor(db=_db(txn, name))
+    size = len(prefix) + 16
+    found = cur.set_range(prefix + b"\xff" * 17)
+    found = cur.prev() if found else cur.last()
+    while found:
         key = bytes(cur.key())
         if not key.startswith(prefix):
             return
-        yield _from_u64(key)
-        if not cur.prev():
-            return
+        if len(key) == size:
+            yield from range(_from_u64(key), _from_u64(key[:-8]) - 1, -1)
+        found = cur.prev()
 
 
 def _all_ids(txn: ReadTxn) -> Iterator[int]:
@@ -237,33 +425,35 @@ def _all_ids(txn: ReadTxn) -> Iterator[int]:
 
 
 def _time_ids(txn: ReadTxn, start_ms: int | None, end_ms: int | None) -> Iterator[int]:
+    """Ids of the records stamped in the seconds that ``[start_ms, end_ms]`` touches, highest
+    first (a superset: the caller checks each record's time)."""
+    low = 0 if start_ms is None else max(0, start_ms) // 1000
+    high = None if end_ms is None else max(0, end_ms) // 1000
     cur = _raw(txn).cursor(db=_db(txn, TIME))
-    if end_ms is not None:
-        if cur.set_range(_u64(end_ms + 1)):
-            if not cur.prev():
-                return
-        elif not cur.last():
-            return
-    elif not cur.last():
-        return
-    while True:
+    spans: list[tuple[int, int]] = []
+    found = cur.set_range(_u64(low))
+    while found:
         key = bytes(cur.key())
-        if start_ms is not None and int.from_bytes(key[:8], "big") < start_ms:
-            return
-        yield _from_u64(key)
-        if not cur.prev():
-            return
+        if high is not None and _from_u64(key[:8]) > high:
+            break
+        spans.append((_from_u64(key), _from_u64(key[:-8])))
+        found = cur.next()
+    spans.sort(reverse=True)  # runs never overlap: by last id, highest first
+    for last, first in spans:
+        yield from range(last, first - 1, -1)
 
 
 def candidate_ids(txn: ReadTxn, level: str | None, source: str | None, user: str | None,
                   start_ms: int | None, end_ms: int | None) -> Iterator[int]:
     """Ids to look at, newest first, from the most selective index a filter allows."""
+    if not _indexed(txn):  # a store whose indexes are not built yet: every record
+        return _all_ids(txn)
     if user:
-        return _reverse_prefix(txn, USER, user.lower().encode("utf-8") + b"\0")
+        return _user_ids(txn, user)
     if level:
-        return _reverse_prefix(txn, LEVEL, level.lower().encode("utf-8") + b"\0")
+        return _run_ids(txn, LEVEL, level.lower().encode("utf-8") + b"\0")
     if source:
-        return _reverse_prefix(txn, SOURCE, source.lower().encode("utf-8") + b"\0")
+        return _run_ids(txn, SOURCE, source.lower().encode("utf-8") + b"\0")
     if start_ms is not None or end_ms is not None:
         return _time_ids(txn, start_ms, end_ms)
     return _all_ids(txn)
@@ -277,10 +467,17 @@ def oldest_newest(txn: ReadTxn) -> tuple[Record | None, Record | None]:
 
 
 def count_by(txn: ReadTxn, name: bytes) -> dict[str, int]:
-    """Records per value of an index (level, source, user)."""
+    """Records per value of a run index (level, source)."""
     out: dict[str, int] = {}
+    if not _indexed(txn):
+        field = "level" if name == LEVEL else "source"
+        for _, value in _raw(txn).cursor(db=_db(txn, REC)).iternext(keys=True, values=True):
+            got = str(msgpack.unpackb(value, raw=False).get(field, "")).lower()
+            out[got] = out.get(got, 0) + 1
+        return out
     cur = _raw(txn).cursor(db=_db(txn, name))
     for key in cur.iternext(keys=True, values=False):
-        value = bytes(key)[:-9].decode("utf-8", "replace")
-        out[value] = out.get(value, 0) + 1
+        raw = bytes(key)
+        value = raw[:-17].decode("utf-8", "replace")
+        out[value] = out.get(value, 0) + _from_u64(raw) - _from_u64(raw[:-8]) + 1
     return out

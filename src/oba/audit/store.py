@@ -5,10 +5,11 @@ Rules for this module:
   here, on the proposing node, with this node's id) and queues it.
 - One background task seals queued records into ``audit.append`` batches and submits them
   through ``node.replicator`` (followers' batches reach the leader through the replicator's
-  forwarding). A batch that fails (no leader: 52, timeout, stopped) stays at the head of the
-  retry buffer and is resubmitted with back-off under the same request id, so a batch the old
-  leader did commit is not applied twice. At most ``MAX_BUFFERED`` records wait; beyond that the
-  oldest are dropped and counted.
+  forwarding); under heavy load (the last batch held ``BUSY`` records or more) at most one
+  batch per ``FLUSH_INTERVAL`` while fewer than ``BATCH`` wait. A batch that fails (no
+  leader: 52, timeout, stopped) stays at the head of the retry buffer and is resubmitted with
+  back-off under the same request id, so a batch the old leader did commit is not applied
+  twice. At most ``MAX_BUFFERED`` records wait; beyond that the oldest are dropped and counted.
 - Submissions made by this module run with auditing suppressed, so they never audit
   themselves.
 - Retention: the proposer (standalone node or the leader) submits ``audit.retain`` when the
@@ -42,6 +43,9 @@ BATCH = 500
 SUBMIT_TIMEOUT = 10.0
 MAX_BACKOFF = 5.0
 CHECK_INTERVAL = 30.0
+GATHER = 0.02  # after an idle spell, wait this long for a burst to gather into one batch
+FLUSH_INTERVAL = 0.1  # at most one batch per interval under load (unless BATCH are queued)
+BUSY = 100  # a batch this large means heavy load: the next one waits for FLUSH_INTERVAL
 CLEANUP_INTERVAL = 3600.0
 
 _suppressed: contextvars.ContextVar[bool] = contextvars.ContextVar("oba_audit_suppressed",
@@ -68,6 +72,7 @@ def _stamp() -> str:
 
 
 def _plain(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` made JSON-shaped (values that are not scalars pass through JSON); a copy."""
     if all(type(v) in _SCALARS for v in fields.values()):
         return dict(fields)  # already JSON-shaped (the common case: dn, resultCode)
     try:
@@ -116,15 +121,26 @@ class AuditStore:
         try:
             if _suppressed.get():
                 return
+            if fields:
+                for value in fields.values():
+                    if type(value) not in _SCALARS:
+                        fields = _plain(fields)
+                        break
             rec: db.Record = {
                 "timestamp": _stamp(), "level": str(level).lower(),
-                "message": str(message), "source": str(source).lower(), "user": str(user),
+                "message": message if type(message) is str else str(message),
+                "source": str(source).lower(), "user": user if type(user) is str else str(user),
                 "requestId": str(request_id or reqctx.current()), "nodeId": self.node_id,
-                "fields": _plain(fields) if fields else {},
+                "fields": fields,  # the call's own keyword dict: JSON-shaped here
             }
-            self.queue.append(rec)
-            self._trim()
-            self._poke()
+            queue = self.queue
+            queue.append(rec)
+            # a batch holds at most BATCH records: trim only when the bound may be passed
+            if len(queue) + len(self.batches) * BATCH > MAX_BUFFERED:
+                self._trim()
+            wake = self._wake
+            if wake is None or not wake.is_set():  # set: the flusher is already awake
+                self._poke()
         except Exception:  # auditing must never break the operation it describes
             log.debug("audit record dropped", exc_info=True)
 
@@ -236,12 +252,23 @@ class AuditStore:
     async def _flusher(self) -> None:
         assert self._wake is not None
         delay = 0.0
+        last = 0.0
+        busy = False  # the last batch was large: records arrive faster than batches commit
         while True:
             if not self.queue and not self.batches:
                 self._wake.clear()
                 await self._wake.wait()
-                await asyncio.sleep(0.02)  # let a burst gather into one batch
+                await asyncio.sleep(GATHER)  # let a burst gather into one batch
                 continue
+            if busy and not self.batches and len(self.queue) < BATCH:
+                # under heavy load, at most one batch per FLUSH_INTERVAL: fewer, larger
+                # commits (each costs a transaction, an fsync and a change event); light
+                # load keeps the short GATHER latency
+                wait = last + FLUSH_INTERVAL - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            last = time.monotonic()
+            busy = (len(self.batches[0].records) if self.batches else len(self.queue)) >= BUSY
             if await self._submit_one():
                 delay = 0.0
                 self.retry_running = bool(self.batches)

@@ -8,6 +8,7 @@ randomness. Cleartext values (no ``{SCHEME}`` prefix, or ``{CLEARTEXT}``) verify
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import os
@@ -31,6 +32,8 @@ _DIGESTS: dict[str, tuple[str, bool]] = {
 SUPPORTED_SCHEMES = ("ARGON2", *_DIGESTS.keys(), "CLEARTEXT")
 
 _argon2 = argon2.PasswordHasher()
+_NEW = {algo: getattr(hashlib, algo) for algo, _ in _DIGESTS.values()}
+_SIZES = {algo: new().digest_size for algo, new in _NEW.items()}
 
 
 def split_scheme(stored: bytes) -> tuple[str | None, bytes]:
@@ -38,8 +41,17 @@ def split_scheme(stored: bytes) -> tuple[str | None, bytes]:
     if stored.startswith(b"{"):
         end = stored.find(b"}")
         if end > 1:
-            return stored[1:end].decode("ascii", "replace").upper(), stored[end + 1 :]
+            tag = stored[1:end]
+            scheme = _SCHEME_NAMES.get(tag)
+            if scheme is None:
+                scheme = tag.decode("ascii", "replace").upper()
+                if len(_SCHEME_NAMES) < 256:
+                    _SCHEME_NAMES[tag] = scheme
+            return scheme, stored[end + 1 :]
     return None, stored
+
+
+_SCHEME_NAMES: dict[bytes, str] = {}  # b"ssha" -> "SSHA": the few spellings seen
 
 
 def is_hashed(value: bytes) -> bool:
@@ -64,10 +76,10 @@ def verify(password: bytes, stored: bytes) -> bool:
         return False
     algo, salted = digest
     try:
-        raw = base64.b64decode(rest, validate=False)
+        raw = binascii.a2b_base64(rest)  # what b64decode(validate=False) does
     except ValueError:
         return False
-    size = hashlib.new(algo).digest_size
+    size = _SIZES[algo]
     if salted:
         if len(raw) <= size:
             return False
@@ -76,7 +88,7 @@ def verify(password: bytes, stored: bytes) -> bool:
         if len(raw) != size:
             return False
         want, salt = raw, b""
-    got = hashlib.new(algo, password + salt).digest()
+    got = _NEW[algo](password + salt).digest()
     return hmac.compare_digest(got, want)
 
 

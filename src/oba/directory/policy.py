@@ -93,8 +93,10 @@ def format_time(now: float, fraction: bool = False) -> str:
 
 def expired(policy: PasswordPolicyConfig, changed: Sequence[bytes], now: float) -> bool:
     """Is the password older than ``maxAge`` (``changed``: the pwdChangedTime values)?"""
+    if not changed or not policy.enabled:  # checked on every bind: cheapest tests first
+        return False
     max_age = policy.maxAge.total_seconds()
-    if not policy.enabled or max_age <= 0 or not changed:
+    if max_age <= 0:
         return False
     when = parse_time(changed[0])
     return when is not None and now - when > max_age

@@ -6,15 +6,16 @@ items of AND/OR give a candidate id set (a superset of the matches); without one
 walked through the ``children`` database. A subtree search with a selective candidate set never
 walks the tree: each candidate's normalised DN is checked against the base instead. The full
 filter is always evaluated on each candidate; only entries for which it is True are returned.
+Compiled filters are memoised per ``SearchContext`` (bounded; a filter is a frozen value).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from oba.directory.entry import Entry
-from oba.directory.evaluate import compile_filter
+from oba.directory.evaluate import Matcher, compile_filter
 from oba.protocol.messages import (
     And,
     Approx,
@@ -30,9 +31,29 @@ from oba.storage.schemaapi import SchemaLike
 BASE, ONE, SUB, SUBORDINATE = 0, 1, 2, 3
 
 
+# compiled filters kept per SearchContext: clients repeat the same filters, and a compiled
+# matcher is a pure function of the filter and the schema. Cleared when full.
+MATCHER_CACHE_SIZE = 16384
+
+
 @dataclass(slots=True)
 class SearchContext:
     schema: SchemaLike
+    matchers: dict[Filter, Matcher] = field(default_factory=dict)
+
+
+def _matcher(ctx: SearchContext, flt: Filter) -> Matcher:
+    matchers = ctx.matchers
+    try:
+        found = matchers.get(flt)
+    except TypeError:  # a filter holding something unhashable: compile it each time
+        return compile_filter(flt, ctx.schema)
+    if found is None:
+        found = compile_filter(flt, ctx.schema)
+        if len(matchers) >= MATCHER_CACHE_SIZE:
+            matchers.clear()
+        matchers[flt] = found
+    return found
 
 
 def plan(txn: ReadTxn, schema: SchemaLike, flt: Filter) -> set[int] | None:
@@ -118,12 +139,17 @@ def search(
     scope: int,
     flt: Filter,
     size_limit: int = 0,
+    base_entry: Entry | None = None,
 ) -> Iterator[Entry]:
     """Entries in scope for which ``flt`` is True; at most ``size_limit`` when it is > 0.
-    ``base_ndn`` "" means the whole database (the root DSE itself is never returned)."""
+    ``base_ndn`` "" means the whole database (the root DSE itself is never returned).
+    ``base_entry``: the entry at ``base_ndn`` when the caller has already read it."""
     schema = ctx.schema
-    matcher = compile_filter(flt, schema)
-    base_id = txn.id_for_ndn(base_ndn) if base_ndn else 0
+    matcher = _matcher(ctx, flt)
+    if base_entry is not None:
+        base_id: int | None = base_entry.id
+    else:
+        base_id = txn.id_for_ndn(base_ndn) if base_ndn else 0
     if base_id is None:
         return
     returned = 0
@@ -136,7 +162,7 @@ def search(
         return False
 
     if scope == BASE:
-        entry = txn.get(base_id) if base_id else None
+        entry = base_entry if base_entry is not None else txn.get(base_id) if base_id else None
         if entry is not None and emit(entry):
             yield entry
         return

@@ -861,8 +861,19 @@ def encode_result(
     message_id: int, op_tag: int, code: int, matched_dn: str = "", message: str = ""
 ) -> bytes:
     """A complete PDU for a response that is just an LDAPResult (``op_tag``: ``OP_*``)."""
+    if not matched_dn and not message:  # the common case: only the message id varies
+        op_part = _BARE_RESULTS.get((op_tag, code))
+        if op_part is None:
+            op_part = tlv(op_tag, encode_integer(int(code), _ENUM) + b"\x04\x00\x04\x00")
+            if len(_BARE_RESULTS) < 4096:
+                _BARE_RESULTS[(op_tag, code)] = op_part
+        return tlv(_SEQ, encode_integer(message_id) + op_part)
     body = encode_integer(int(code), _ENUM) + _s(matched_dn) + _s(message)
     return tlv(_SEQ, encode_integer(message_id) + tlv(op_tag, body))
+
+
+# (protocolOp tag, result code) -> the encoded protocolOp of a result without texts
+_BARE_RESULTS: dict[tuple[int, int], bytes] = {}
 
 
 # ============================================================================ framing

@@ -482,12 +482,13 @@ class LDAPConnection(asyncio.Protocol):
                 task.cancel()
             return
         self.started[mid] = time.monotonic()
-        bad = self._unsupported_critical(
-            msg.controls, SEARCH_CONTROLS if isinstance(op, SearchRequest) else KNOWN_CONTROLS)
-        if bad is not None:
-            self.answer(mid, op, ResultCode.UNAVAILABLE_CRITICAL_EXTENSION,
-                        f"critical control {bad} is not supported")
-            return
+        if msg.controls:
+            bad = self._unsupported_critical(
+                msg.controls, SEARCH_CONTROLS if isinstance(op, SearchRequest) else KNOWN_CONTROLS)
+            if bad is not None:
+                self.answer(mid, op, ResultCode.UNAVAILABLE_CRITICAL_EXTENSION,
+                            f"critical control {bad} is not supported")
+                return
         try:
             if isinstance(op, SearchRequest):
                 cluster = self.node.cluster

@@ -101,9 +101,20 @@ def _cached_entry(eid: int, raw: bytes) -> Entry:
 class ReadTxn:
     """Read access within one LMDB transaction."""
 
+    __slots__ = ("_store", "_txn")
+
     def __init__(self, store: Store, txn: Any) -> None:
         self._store = store
         self._txn = txn
+
+    def __enter__(self) -> ReadTxn:
+        self._txn = self._store.env.begin(write=False, buffers=False)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        txn, self._txn = self._txn, None
+        if txn is not None:
+            txn.abort()
 
     @property
     def store(self) -> Store:
@@ -380,10 +391,10 @@ class Store:
                             txn.put(ikey, k, db=self._idx[attr], dupdata=True)
             txn.put(b"index_config", msgpack.packb(self.index_config), db=self._meta)
 
-    @contextmanager
-    def read(self) -> Iterator[ReadTxn]:
-        with self.env.begin(write=False, buffers=False) as txn:
-            yield ReadTxn(self, txn)
+    def read(self) -> ReadTxn:
+        """``with store.read() as txn``: a read transaction, ended when the block ends (a
+        plain object, not a generator context manager: one is opened per request)."""
+        return ReadTxn(self, None)
 
     @contextmanager
     def write(self) -> Iterator[WriteTxn]:
