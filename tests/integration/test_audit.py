@@ -121,9 +121,11 @@ def test_filters_and_paging(srv: AuditServer, root: httpx.Client) -> None:
 
 
 def test_export_formats(srv: AuditServer, root: httpx.Client) -> None:
-    connect(srv.url, USER_DN, USER_PW).unbind_s()  # a record of its own: no order dependence
-    wait_logs(root, {"user": USER_DN}, lambda b: b["total_count"] >= 1)
     params = {"user": USER_DN}
+    before = root.get("/logs", params=params).json()["total_count"]
+    connect(srv.url, USER_DN, USER_PW).unbind_s()  # a record of its own: no order dependence
+    # records are written in batches: wait for this bind's, so none lands between exports
+    wait_logs(root, params, lambda b: b["total_count"] >= before + 1)
     total = root.get("/logs", params=params).json()["total_count"]
     r = root.get("/logs/export", params={**params, "format": "json"})
     assert r.status_code == 200 and "attachment" in r.headers["content-disposition"]
@@ -180,14 +182,22 @@ def test_retention_archives_and_trims(tmp_path: Path) -> None:
                 return sum(a["count"] for a in body["archives"])
 
             wait_until(lambda: archived() >= 20, 15, "archived records")
-            files = sorted(archive.glob("*.jsonl.gz"))
-            assert files
-            recs = [json.loads(line) for f in files
-                    for line in gzip.decompress(f.read_bytes()).decode().splitlines()]
-            ids = [r["id"] for r in recs]
+
+            def archived_ids() -> list[int]:
+                files = sorted(archive.glob("*.jsonl.gz"))
+                return [json.loads(line)["id"] for f in files
+                        for line in gzip.decompress(f.read_bytes()).decode().splitlines()]
+
+            def settled() -> bool:
+                """A retention pass writes its archive before its deletion commits: wait
+                until the active records start after the archived ones."""
+                ids = archived_ids()
+                active = root.get("/logs", params={"limit": 1000}).json()["entries"]
+                return bool(ids) and min(e["id"] for e in active) > max(ids)
+
+            wait_until(settled, 15, "active records to start after the archived ones")
+            ids = archived_ids()
             assert len(ids) == len(set(ids))
-            active = root.get("/logs", params={"limit": 1000}).json()["entries"]
-            assert min(e["id"] for e in active) > max(ids)
             info = root.get("/logs/archives").json()["archives"][0]
             assert info["compressed"] and info["start_time"] and info["size"] > 0
             now = root.post("/logs/archive")

@@ -7,6 +7,7 @@ Rules for this module: state that outlives a connection lives here; per-connecti
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -67,12 +68,7 @@ class Stats:
         counts = self.latency_counts.get(op)
         if counts is None:
             counts = self.latency_counts[op] = [0] * (len(self.latency_buckets) + 1)
-        i = 0
-        for bound in self.latency_buckets:
-            if seconds <= bound:
-                break
-            i += 1
-        counts[i] += 1
+        counts[bisect_left(self.latency_buckets, seconds)] += 1  # first bound >= seconds
         self.latency_sums[op] = self.latency_sums.get(op, 0.0) + seconds
 
     def snapshot(self) -> dict[str, Any]:

@@ -261,16 +261,15 @@ async def _main(sock: socket.socket) -> int:
     loop = asyncio.get_running_loop()
     hello: asyncio.Future[Message] = loop.create_future()
     worker: Worker | None = None
-    early_stop = False  # a stop that came before the worker was built
+    early: list[Message] = []  # what came after hello, before the worker was built
 
     def on_message(msg: Message) -> None:
-        nonlocal early_stop
         if worker is not None:
             worker.handle(msg)
         elif msg.get("t") == "hello" and not hello.done():
             hello.set_result(msg)
-        elif msg.get("t") == "stop":
-            early_stop = True
+        else:
+            early.append(msg)
 
     def on_close() -> None:
         if worker is not None:
@@ -286,7 +285,9 @@ async def _main(sock: socket.socket) -> int:
     setup_logging(config)
     worker = Worker(channel, msg)
     loop.add_signal_handler(signal.SIGTERM, worker.stopping.set)
-    if channel.closed or early_stop:
+    for pending in early:  # an ACL switch or a stop sent while this process was starting
+        worker.handle(pending)
+    if channel.closed or worker.stopping.is_set():
         worker.store.close()
         return 0
     try:

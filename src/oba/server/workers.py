@@ -352,7 +352,9 @@ class WorkerPool:
     async def sync(self) -> None:
         """Return once every worker has handled every message sent to it so far (the
         channel is ordered: a ping's answer means everything before it was handled)."""
-        await asyncio.gather(*(self._ask(w, {"t": "ping"}) for w in list(self.workers.values())))
+        # a worker not serving yet handles everything sent to it before it takes a connection
+        await asyncio.gather(*(self._ask(w, {"t": "ping"}) for w in list(self.workers.values())
+                               if w.ready.is_set()))
 
 
 def _null_audit(audit: Any) -> bool:
