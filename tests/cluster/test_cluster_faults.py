@@ -124,8 +124,7 @@ def test_mutual_tls_refuses_a_node_with_a_foreign_certificate(tmp_path: Path) ->
         add_person(lead, "secure")
         for nd in good:
             wait_for(lambda nd=nd: "secure" in uids(nd), 10, f"replicated to node {nd.id}")
-        st = c.node(3).status()
-        assert st is not None
+        st = wait_for(c.node(3).status, 15, "node 3's status file")  # it may start last
         assert st["state"] != "leader" and st["commitIndex"] == 0 and st["lastApplied"] == 0
         for nd in good:
             s = nd.status()
