@@ -47,8 +47,9 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
-def worker_pid(srv: RestServer) -> int:
-    """The listener worker's PID once it serves (its "serving" line is in the log)."""
+def worker_pid(srv: RestServer, exclude: tuple[int, ...] = ()) -> int:
+    """The listener worker's PID once it serves (its "serving" line is in the log), not one
+    of ``exclude`` (killed ones not reaped yet)."""
     assert srv.proc is not None
     main = srv.proc.pid
     found: list[int] = []
@@ -56,7 +57,7 @@ def worker_pid(srv: RestServer) -> int:
     def serving() -> bool:
         kids = children(main)
         text = srv.log_path.read_text(errors="replace")
-        ready = [k for k in kids if f"(pid {k}) serving" in text]
+        ready = [k for k in kids if f"(pid {k}) serving" in text and k not in exclude]
         found[:] = ready
         return bool(ready)
 
@@ -264,6 +265,42 @@ def test_a_killed_worker_is_replaced_and_the_port_keeps_serving(server: WorkersS
             break
         assert time.monotonic() < deadline, "the killed worker was not replaced"
     assert failures == 0
+
+
+def _log_times(srv: WorkersServer, needle: str) -> list[float]:
+    """Times (seconds of the day) of the writer's log lines containing ``needle``."""
+    out: list[float] = []
+    for line in srv.log_path.read_text(errors="replace").splitlines():
+        if needle in line:
+            clock = line.split()[1]  # HH:MM:SS,mmm
+            h, m, rest = clock.split(":")
+            out.append(int(h) * 3600 + int(m) * 60 + float(rest.replace(",", ".")))
+    return out
+
+
+def test_a_worker_that_keeps_dying_is_restarted_later_each_time(tmp_path: Path) -> None:
+    srv = WorkersServer("oba", tmp_path / "backoff")
+    srv.start()
+    try:
+        killed: tuple[int, ...] = ()
+        for _ in range(2):  # each replacement dies within seconds of its start
+            victim = worker_pid(srv, killed)
+            seen = len(_log_times(srv, "went away"))
+            os.kill(victim, signal.SIGKILL)
+            killed += (victim,)
+
+            def died(before: int = seen) -> bool:
+                return len(_log_times(srv, "went away")) > before
+
+            wait_until(died, 10, "the writer to see its worker die")
+        worker_pid(srv, killed)  # the third one serves
+        deaths = _log_times(srv, "went away")
+        starts = _log_times(srv, "listener worker 1 started")
+        assert len(deaths) == 2 and len(starts) == 3
+        assert starts[1] - deaths[0] >= 1.0  # the first restart waits RESTART_DELAY
+        assert starts[2] - deaths[1] >= 2.0  # the next one, after a short life, twice that
+    finally:
+        srv.stop()
 
 
 def test_workers_stop_with_the_writer_and_free_the_port(tmp_path: Path) -> None:

@@ -19,8 +19,10 @@ Rules for this module:
   worker: ``hello``, ``change``, ``acl`` and ``hot`` (answered: ``sync`` waits make a change
   visible everywhere before the caller reports it done), ``ping``, ``stop``.
 - A worker that dies is restarted after ``RESTART_DELAY`` (stale LMDB reader slots are
-  cleared first); ``stop`` asks every worker to stop, waits ``STOP_GRACE`` seconds and kills
-  the ones still running, so the node never leaves a process behind.
+  cleared first), doubling up to ``MAX_RESTART_DELAY`` while each dies within
+  ``STABLE_AFTER`` seconds of its start; ``stop`` asks every worker to stop, waits
+  ``STOP_GRACE`` seconds and kills the ones still running, so the node never leaves a
+  process behind.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +50,8 @@ from oba.server.channel import Channel, Message
 log = logging.getLogger("oba.workers")
 
 RESTART_DELAY = 1.0
+MAX_RESTART_DELAY = 30.0  # a worker that keeps dying soon after its start backs off to this
+STABLE_AFTER = 10.0  # seconds a worker must live for its next restart to be quick again
 STOP_GRACE = 5.0
 SYNC_TIMEOUT = 5.0
 READY_TIMEOUT = 30.0  # the node's "ready" banner waits this long for its workers
@@ -73,6 +78,8 @@ class _Worker:
     stats: dict[str, Any] | None = None  # the worker's last counters (``Stats.snapshot``)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     pid: int = 0
+    started: float = field(default_factory=time.monotonic)
+    delay: float = RESTART_DELAY  # before the restart that follows this worker's death
 
 
 class WorkerPool:
@@ -156,10 +163,15 @@ class WorkerPool:
         await self._reap(worker)
         with contextlib.suppress(Exception):
             self.node.store.env.reader_check()  # slots of a killed reader
-        await asyncio.sleep(RESTART_DELAY)
+        quick = time.monotonic() - worker.started < STABLE_AFTER
+        delay = worker.delay if quick else RESTART_DELAY
+        await asyncio.sleep(delay)
         if not self.stopping:
             self.restarts += 1
             await self._spawn(worker.slot)
+            replacement = self.workers.get(worker.slot)
+            if replacement is not None and quick:
+                replacement.delay = min(MAX_RESTART_DELAY, delay * 2)
 
     async def _reap(self, worker: _Worker, grace: float = STOP_GRACE) -> None:
         loop = asyncio.get_running_loop()
