@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, cast
 
 from oba.directory.commands import (
@@ -144,7 +145,13 @@ def _no_user_mod(schema: SchemaLike, canon: str) -> bool:
 
 
 def _operational(schema: SchemaLike, canon: str) -> bool:
-    return canon.lower() in OPERATIONAL or _flag(schema.attribute(canon), "operational")
+    memo = _memo(schema, "_apply_operational")
+    hit = None if memo is None else memo.get(canon)
+    if hit is None:
+        hit = canon.lower() in OPERATIONAL or _flag(schema.attribute(canon), "operational")
+        if memo is not None:
+            memo[canon] = hit
+    return bool(hit)
 
 
 def _naming_not_operational(schema: SchemaLike, canons: Iterable[str]) -> None:
@@ -154,7 +161,13 @@ def _naming_not_operational(schema: SchemaLike, canons: Iterable[str]) -> None:
 
 
 def _single_valued(schema: SchemaLike, canon: str) -> bool:
-    return _flag(schema.attribute(canon), "single_value", "single_valued")
+    memo = _memo(schema, "_apply_single_valued")
+    hit = None if memo is None else memo.get(canon)
+    if hit is None:
+        hit = _flag(schema.attribute(canon), "single_value", "single_valued")
+        if memo is not None:
+            memo[canon] = hit
+    return bool(hit)
 
 
 def _canon(schema: SchemaLike, name: str) -> str:
@@ -170,15 +183,47 @@ def _norm(schema: SchemaLike, canon: str, value: bytes) -> bytes:
     return schema.normalize(canon, value)
 
 
+def _normalizer(schema: SchemaLike, canon: str) -> Callable[[bytes], bytes]:
+    """The function ``schema.normalize(canon, v)`` amounts to, looked up once per attribute
+    (a schema without ``normalizer`` is asked per value)."""
+    memo = _memo(schema, "_apply_normalizers")
+    fn: Callable[[bytes], bytes] | None = None if memo is None else memo.get(canon)
+    if fn is None:
+        get = getattr(schema, "normalizer", None)
+        try:
+            fn = get(canon) if get is not None else None
+        except Exception:  # an unknown type: normalize raises it per value
+            fn = None
+        if fn is None:
+            fn = partial(schema.normalize, canon)
+        if memo is not None:
+            memo[canon] = fn
+    return fn
+
+
 def _normalised(schema: SchemaLike, name: str, canon: str, values: Iterable[bytes]) -> list[bytes]:
     """Normalised values; 21 for an invalid one, 20 for a value given twice."""
     out: list[bytes] = []
     seen: set[bytes] = set()
+    if canon == "objectClass":
+        memo = _memo(schema, "_apply_class_values")  # value -> normalised (known classes)
+        for i, v in enumerate(values):
+            n = None if memo is None else memo.get(v)
+            if n is None:
+                if schema.object_class(v.decode("utf-8", "replace")) is None:
+                    raise _Fail(INVALID_SYNTAX, f"{name}: value #{i} invalid per syntax")
+                n = _norm(schema, canon, v)
+                if memo is not None:
+                    memo[v] = n
+            if n in seen:
+                raise _Fail(TYPE_OR_VALUE_EXISTS, f"{name}: value #{i} provided more than once")
+            seen.add(n)
+            out.append(n)
+        return out
+    fn = _normalizer(schema, canon)
     for i, v in enumerate(values):
-        if canon == "objectClass" and schema.object_class(v.decode("utf-8", "replace")) is None:
-            raise _Fail(INVALID_SYNTAX, f"{name}: value #{i} invalid per syntax")
         try:
-            n = _norm(schema, canon, v)
+            n = fn(v)
         except Exception as exc:  # InvalidValue from the rule
             raise _Fail(INVALID_SYNTAX, f"{name}: value #{i} invalid per syntax") from exc
         if n in seen:
@@ -452,6 +497,14 @@ class PreparedAdd:
     attrs: dict[str, list[bytes]]
     time: str
     late: ApplyResult | None = None
+    # the equality-normalised values of the attributes of ``attrs`` as given (and the RDN's),
+    # value for value; absent for the operational attributes the add sets
+    norms: dict[str, list[bytes]] | None = None
+
+
+# Operational attributes ``_add_naming_and_schema`` sets (so their values have no norms).
+_SET_AT_ADD = ("structuralObjectClass", "entryUUID", "creatorsName", "createTimestamp",
+               "modifiersName", "modifyTimestamp")
 
 
 def prepare_add(cmd: AddCommand, ctx: ApplyContext) -> PreparedAdd | ApplyResult:
@@ -472,7 +525,9 @@ def prepare_add(cmd: AddCommand, ctx: ApplyContext) -> PreparedAdd | ApplyResult
         return PreparedAdd(ndn, "", "", attrs, cmd.time, fail.result)
     except DNError as exc:
         return PreparedAdd(ndn, "", "", attrs, cmd.time, ApplyResult(INVALID_DN, message=str(exc)))
-    return PreparedAdd(ndn, head, tail, attrs, cmd.time)
+    for name in _SET_AT_ADD:
+        norms.pop(name, None)
+    return PreparedAdd(ndn, head, tail, attrs, cmd.time, None, norms)
 
 
 def _pretty_parent(schema: SchemaLike, parent: DN) -> str:
@@ -522,15 +577,26 @@ def _add_values(cmd: AddCommand, ctx: ApplyContext
     _check_served(ctx, ndn)
     attrs: dict[str, list[bytes]] = {}
     norms: dict[str, list[bytes]] = {}
+    known = _memo(schema, "_apply_normalizers")  # filled by _normalizer
     for (name, values), (canon, no_user_mod) in zip(cmd.attributes, _name_plan(schema, cmd),
                                                     strict=True):
         if canon is None:
             raise _Fail(UNDEFINED_TYPE, f"{name}: attribute type undefined")
         if not values:
             raise _Fail(PROTOCOL_ERROR, f"{name}: no values for attribute type")
-        merged = attrs.get(canon, []) + list(values)
+        prev = attrs.get(canon)
+        merged = list(values) if prev is None else prev + list(values)
         # slapd validates value syntax before it refuses NO-USER-MODIFICATION attributes
-        norms[canon] = _normalised(schema, name, canon, merged)
+        if len(merged) == 1 and canon != "objectClass":  # _normalised of one value, inline
+            fn = None if known is None else known.get(canon)
+            if fn is None:
+                fn = _normalizer(schema, canon)
+            try:
+                norms[canon] = [fn(merged[0])]
+            except Exception as exc:  # InvalidValue from the rule
+                raise _Fail(INVALID_SYNTAX, f"{name}: value #0 invalid per syntax") from exc
+        else:
+            norms[canon] = _normalised(schema, name, canon, merged)
         if no_user_mod:
             raise _Fail(CONSTRAINT_VIOLATION, f"{name}: no user modification allowed")
         attrs[canon] = merged
@@ -561,7 +627,8 @@ def _add_naming_and_schema(cmd: AddCommand, schema: SchemaLike, dn: DN,
         canon = _canon(schema, typ)
         raw = value.encode("utf-8")
         try:
-            n = _norm(schema, canon, raw)
+            n = _norm(schema, canon, raw) if canon == "objectClass" else \
+                _normalizer(schema, canon)(raw)
         except Exception as exc:
             raise _Fail(INVALID_DN, "invalid DN") from exc
         if n not in norms.get(canon, []):
@@ -580,19 +647,23 @@ def _add_naming_and_schema(cmd: AddCommand, schema: SchemaLike, dn: DN,
     attrs["modifyTimestamp"] = [when]
 
 
-def add_prepared(txn: WriteTxn, prep: PreparedAdd, ctx: ApplyContext) -> ApplyResult:
+def add_prepared(txn: WriteTxn, prep: PreparedAdd, ctx: ApplyContext, *,
+                 side_effects: bool = True) -> ApplyResult:
     """The rest of an add after ``prepare_add``: existence checks, then ``prep.late``, then
     the write and the group work. ``apply`` of an AddCommand is exactly
-    ``add_prepared(txn, prepare_add(cmd, ctx), ctx)`` (when that gives a ``PreparedAdd``)."""
+    ``add_prepared(txn, prepare_add(cmd, ctx), ctx)`` (when that gives a ``PreparedAdd``).
+    ``side_effects=False``: the result does not list (re-read) the entries the group work
+    rewrote, nor re-reads the new entry (a bulk load that only needs the result code)."""
     try:
-        return _add_stateful(txn, prep, ctx)
+        return _add_stateful(txn, prep, ctx, side_effects)
     except _Fail as fail:
         return fail.result
     except DNError as exc:
         return ApplyResult(INVALID_DN, message=str(exc))
 
 
-def _add_stateful(txn: WriteTxn, prep: PreparedAdd, ctx: ApplyContext) -> ApplyResult:
+def _add_stateful(txn: WriteTxn, prep: PreparedAdd, ctx: ApplyContext,
+                  side_effects: bool = True) -> ApplyResult:
     ndn = prep.ndn
     if txn.id_for_ndn(ndn) is not None:
         raise _Fail(ALREADY_EXISTS)
@@ -610,6 +681,8 @@ def _add_stateful(txn: WriteTxn, prep: PreparedAdd, ctx: ApplyContext) -> ApplyR
     txn.put_entry(entry)
     work = GroupWork(txn, ctx.schema, prep.time)
     after_add(work, entry)
+    if not side_effects:
+        return ApplyResult(SUCCESS, entry=entry)
     return _done(txn, work, ApplyResult(SUCCESS, entry=entry))
 
 

@@ -57,6 +57,11 @@ class MatchingRule:
     def normalize(self, value: bytes) -> bytes:
         return self._norm(value)
 
+    @property
+    def normalizer(self) -> Normalizer:
+        """The function ``normalize`` calls (bulk paths call it directly)."""
+        return self._norm
+
     def normalize_component(self, value: bytes) -> bytes:
         """Normalise one substring-assertion component (initial/any/final)."""
         return self._component(value)
@@ -185,6 +190,8 @@ _INTEGER = re.compile(rb"\s*(0|-?[1-9][0-9]*)\s*\Z")
 
 
 def _integer(value: bytes) -> bytes:
+    if value.isdigit() and (value[0] != 0x30 or len(value) == 1):  # already canonical
+        return value
     m = _INTEGER.match(value)
     if not m:
         raise InvalidValue(f"{value[:40]!r} is not an INTEGER")

@@ -12,7 +12,7 @@ values octet by octet.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
 from importlib.resources.abc import Traversable
 from os import PathLike
@@ -342,6 +342,12 @@ class Schema:
             return value
         return rule.normalize(value)
 
+    def normalizer(self, attr: str) -> Callable[[bytes], bytes]:
+        """The function ``normalize(attr, value)`` applies to ``value`` (looked up once by bulk
+        paths; ``UndefinedAttribute`` for an unknown type)."""
+        rule = self._lookup_fast(attr)[1]
+        return _unchanged if rule is None else rule.normalizer
+
     def normalize_dn(self, dn: str | DN) -> str:
         """Normalised string form of a DN (see module docs of oba.schema)."""
         if isinstance(dn, str):
@@ -376,3 +382,7 @@ class Schema:
                 self._dn_cache.clear()
             self._dn_cache[dn] = result
         return result
+
+
+def _unchanged(value: bytes) -> bytes:
+    return value

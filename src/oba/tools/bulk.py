@@ -35,6 +35,7 @@ import os
 import re
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,6 +182,10 @@ def _fast_chunk(data: bytes, line: int) -> list[LDIFRecord] | None:
         return None
     out: list[LDIFRecord] = []
     number = line
+    # Without folded lines, comments, base64 or URL values every line is one "name: value".
+    simple = not (text.startswith((" ", "#")) or "\n " in text or "\n#" in text
+                  or "::" in text or ":<" in text)
+    parse = _simple_text_record if simple else _fast_text_record
     for block in text.split("\n\n"):
         if block.startswith("\n"):  # more blank lines
             stripped = block.lstrip("\n")
@@ -190,12 +195,44 @@ def _fast_chunk(data: bytes, line: int) -> list[LDIFRecord] | None:
             texts = block.split("\n")
             if texts[-1] == "":  # the chunk's last line
                 texts.pop()
-            record = _fast_text_record(texts, number)
+            record = parse(texts, number)
             if record is None:
                 return None
             out.append(record)
         number += block.count("\n") + 2
     return out
+
+
+def _simple_text_record(texts: list[str], start: int) -> LDIFRecord | None:
+    """``_fast_text_record`` of lines that are known to hold no folding, comment, CR, base64
+    or URL value (``_fast_chunk`` checks the whole chunk)."""
+    if len(texts) < 2:
+        return None
+    name, sep, rest = texts[0].partition(":")
+    if not sep or name.lower() != "dn":
+        return None
+    attributes: list[tuple[str, bytes]] = []
+    good = _GOOD_NAMES
+    for text in texts[1:]:
+        name, sep, rest = text.partition(":")
+        if not sep or (name not in good and _bad_name(name)):
+            return None
+        attributes.append((name, rest.lstrip(" ").encode("utf-8")))
+    return LDIFRecord(dn=_dn_of(texts[0]), attributes=attributes, line=start)
+
+
+def _dn_of(text: str) -> str:
+    """The DN of a ``dn:`` line (the value after the colon, spaces around it removed)."""
+    return text.partition(":")[2].strip()
+
+
+def _bad_name(name: str) -> bool:
+    """Whether ``name`` may not start a plain attribute line (remembering good names)."""
+    if name.lower() in ("dn", "changetype", "control") or not _ATTR_DESC.match(name):
+        return True
+    if len(_GOOD_NAMES) < 10_000:
+        _GOOD_NAMES.add(name)
+    return False
 
 
 def _fast_text_record(texts: list[str], start: int) -> LDIFRecord | None:
@@ -264,14 +301,22 @@ def add_command(rec: LDIFRecord, actor: str = IMPORT_ACTOR, now: str | None = No
     is random unless given (an offline import never replays commands)."""
     grouped: dict[str, list[bytes]] = {}
     kept: dict[str, bytes] = {}
+    plain = _PLAIN_NAMES
     for name, value in rec.attributes:
-        low = name.lower()
-        if low in _KEPT_LOWER:
-            kept[low] = value
-            continue
-        if low in COMPUTED:
-            continue
-        grouped.setdefault(name, []).append(value)
+        if name not in plain:
+            low = name.lower()
+            if low in _KEPT_LOWER:
+                kept[low] = value
+                continue
+            if low in COMPUTED:
+                continue
+            if len(plain) < 10_000:
+                plain.add(name)
+        values = grouped.get(name)
+        if values is None:
+            grouped[name] = [value]
+        else:
+            values.append(value)
     when = kept.get("createtimestamp", b"").decode("ascii", "replace") or now or _now()
     who = kept.get("creatorsname", b"").decode("utf-8", "replace") or actor
     ident = kept.get("entryuuid", b"").decode("ascii", "replace") or new_uuid()
@@ -280,6 +325,7 @@ def add_command(rec: LDIFRecord, actor: str = IMPORT_ACTOR, now: str | None = No
     return cmd, kept
 
 
+_PLAIN_NAMES: set[str] = set()  # attribute names neither kept operational nor computed
 _UUID_POOL: list[str] = []
 
 
@@ -496,7 +542,7 @@ class _Loader:
                 line, dn, ndn, head, tail, attrs, when, late, pending = item
                 prep = PreparedAdd(ndn, head, tail, attrs, when, late)
                 txn.pending = pending
-                result = add_prepared(txn, prep, ctx)
+                result = add_prepared(txn, prep, ctx, side_effects=False)
                 txn.pending = None
                 bad = None if result.code == SUCCESS else _bad_result(line, dn, result)
             if bad is None:
@@ -542,13 +588,9 @@ def _prepare_chunk(records: Iterable[LDIFRecord | BadRecord], ctx: ApplyContext,
                 for attr, keys in pending[1]:
                     table = grouped.get(attr)
                     if table is None:
-                        table = grouped[attr] = {}
+                        table = grouped[attr] = defaultdict(list)
                     for k in keys:
-                        at = table.get(k)
-                        if at is None:
-                            table[k] = [index]
-                        else:
-                            at.append(index)
+                        table[k].append(index)
                 item = (*item[:8], (pending[0], [], pending[2], pending[3]))
         items.append(item)
     if grouped:
@@ -569,7 +611,10 @@ def _prepare(item: LDIFRecord | BadRecord, ctx: ApplyContext, now: str, load: Bu
                 None)
     attrs = prep.attrs
     dn = prep.head + ("," + prep.tail if prep.tail else "")
-    pending = (prep.ndn, load.keys_of(attrs), dn, _encode_entry(Entry(0, dn, attrs)))
+    if dn == item.dn:
+        dn = item.dn  # one string object: pickled once
+    pending = (prep.ndn, load.keys_of(attrs, prep.norms), dn,
+               _encode_entry(Entry(0, dn, attrs)))
     sent = attrs if any(a in attrs for a in MEMBER_ATTRS) else {}
     return (item.line, item.dn, prep.ndn, prep.head, prep.tail, sent, prep.time, None, pending)
 
@@ -639,7 +684,7 @@ def _import_one(txn: WriteTxn, item: LDIFRecord | BadRecord, ctx: ApplyContext, 
     prep = _prepare_add(item, ctx, now)
     if isinstance(prep, BadRecord):
         return prep
-    result = add_prepared(txn, prep, ctx)
+    result = add_prepared(txn, prep, ctx, side_effects=False)
     if result.code != SUCCESS:
         assert isinstance(item, LDIFRecord)
         return _bad_result(item.line, item.dn, result)

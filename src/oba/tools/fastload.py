@@ -16,14 +16,18 @@ Rules for this module:
   values, same ``meta`` (``next_id``, ``applied_index``, ``index_config``).
 - The importer may compute an entry's normalised DN, index keys (``keys_of``) and encoded row
   ahead, in a worker process, and hand them over in ``BulkTxn.pending`` for the next new
-  entry; that entry's ``attrs`` need not be filled then (only group work reads them).
+  entry; that entry's ``attrs`` need not be filled then (only group work reads them). Index
+  keys come from the values (or from apply's normalised values, ``keys_of(attrs, norms)``:
+  the same keys), per attribute plan: presence, the equality rule's function, the substring
+  rule's (the equality form reused when it is the same function).
 - Only inserts and rewrites of entries are supported: ``delete_entry`` and the index readers
   raise/answer "unindexed" (apply's add path never deletes; refint would scan).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
 from itertools import chain, repeat
 from typing import Any, cast
 
@@ -45,8 +49,36 @@ EntryKeys = list[tuple[str, tuple[bytes, ...]]]  # (indexed attribute, its keys)
 Pending = tuple[str, EntryKeys, str, bytes]  # see BulkTxn.pending
 
 _KEY_CACHE_LIMIT = 400_000
+_MULTI_LIMIT = 4096  # value lists whose keys are remembered
 _CACHE_PROBE = 20_000  # cache misses after which an attribute's cache is judged
 MAX_HELD = 15_000_000  # index pairs held in memory before a flush (about 1 GB)
+
+
+def _normalizer(schema: Any, attr: str) -> Any:
+    """``schema.normalize(attr, .)`` as one function (looked up once per attribute)."""
+    get = getattr(schema, "normalizer", None)
+    if get is not None:
+        try:
+            return get(attr)
+        except Exception:  # an unknown type: normalize raises it per value (key skipped)
+            pass
+    return partial(schema.normalize, attr)
+
+
+def _rule_function(rule: Any) -> Any:
+    """``rule.normalize`` as the function it calls, when the rule exposes it."""
+    return getattr(rule, "normalizer", None) or rule.normalize
+
+
+def _parent(ndn: str) -> str:
+    """``parent_ndn(ndn)``, without its character loop when no escape precedes the first
+    comma (a bulk load's DNs rarely hold one)."""
+    i = ndn.find(",")
+    if i < 0:
+        return ""
+    if "\\" in ndn[:i]:
+        return parent_ndn(ndn)
+    return ndn[i + 1 :]
 
 
 class BulkLoad:
@@ -67,11 +99,14 @@ class BulkLoad:
         self._key_cache: dict[str, dict[bytes, tuple[bytes, ...]]] = {
             a: {} for a in store.index_config}
         self._misses = {a: 0 for a in store.index_config}
-        self._plans: dict[str, tuple[bool, bool, Any]] = {}
+        self._multi: dict[tuple[str, tuple[bytes, ...]], tuple[bytes, ...]] = {}
+        self._plans: dict[str, tuple[bool, Any, Any]] = {}
         for attr, kinds in store.index_config.items():
             if attr != "objectClass":
+                eq = _normalizer(store.schema, attr) if "eq" in kinds else None
                 sub = store.schema.substr(attr) if "sub" in kinds else None
-                self._plans[attr] = ("pres" in kinds, "eq" in kinds, sub)
+                self._plans[attr] = ("pres" in kinds, eq,
+                                     None if sub is None else _rule_function(sub))
 
     # -- index keys: ``ix.keys_for_values`` of one value, cached per attribute and value while
     #    the values of that attribute repeat (objectClass, gidNumber, sn...); an attribute whose
@@ -98,16 +133,37 @@ class BulkLoad:
         if plan is None:
             return tuple(ix.keys_for_values(self.store.schema, attr, self._kinds[attr],
                                             (value,)))
-        pres, eq, sub_rule = plan
+        pres, eq, sub = plan
         keys: list[bytes] = [ix.PRESENCE_KEY] if pres else []
-        if eq:
+        norm: bytes | None = None
+        if eq is not None:
             try:
-                keys.append(ix.eq_key(self.store.schema.normalize(attr, value)))
+                norm = eq(value)
+                keys.append(ix.eq_key(norm))
             except Exception:  # an unindexable value is skipped (as keys_for_values does)
                 pass
-        if sub_rule is not None:
+        if sub is eq:  # one function (the caseIgnore rules): the eq form is the sub form
+            if norm is not None:
+                keys.extend(ix.sub_keys(norm))
+        elif sub is not None:
             try:
-                keys.extend(ix.sub_keys(sub_rule.normalize(value)))
+                keys.extend(ix.sub_keys(sub(value)))
+            except Exception:  # an unindexable value is skipped
+                pass
+        return tuple(keys)
+
+    def _normed_keys(self, attr: str, value: bytes, norm: bytes) -> tuple[bytes, ...]:
+        """``_compute_keys(attr, value)`` when ``norm`` is the value's equality form."""
+        pres, eq, sub = self._plans[attr]
+        keys: list[bytes] = [ix.PRESENCE_KEY] if pres else []
+        if eq is not None:
+            keys.append(ix.eq_key(norm))
+            if sub is eq:
+                keys.extend(ix.sub_keys(norm))
+                return tuple(keys)
+        if sub is not None:
+            try:
+                keys.extend(ix.sub_keys(sub(value)))
             except Exception:  # an unindexable value is skipped
                 pass
         return tuple(keys)
@@ -118,18 +174,34 @@ class BulkLoad:
             out.update(self.value_keys(attr, v))
         return out
 
-    def keys_of(self, attrs: dict[str, list[bytes]]) -> EntryKeys:
+    def keys_of(self, attrs: dict[str, list[bytes]],
+                norms: dict[str, list[bytes]] | None = None) -> EntryKeys:
         """The index keys of an entry per indexed attribute (pure: a worker may compute
-        them; ``add_keys`` records them)."""
+        them; ``add_keys`` records them). ``norms``: equality-normalised values known for
+        some attributes (``PreparedAdd.norms``), value for value."""
         out: EntryKeys = []
+        plans = self._plans
         for attr in self.pairs:
             values = attrs.get(attr)
             if not values:
                 continue
             if len(values) == 1:
-                out.append((attr, self.value_keys(attr, values[0])))
-            else:
-                out.append((attr, tuple(self.entry_keys(attr, values))))
+                normed = None
+                if norms is not None and attr not in self._key_cache and attr in plans:
+                    normed = norms.get(attr)
+                if normed is None:
+                    out.append((attr, self.value_keys(attr, values[0])))
+                else:
+                    out.append((attr, self._normed_keys(attr, values[0], normed[0])))
+                continue
+            key = (attr, tuple(values))  # value lists repeat too (objectClass)
+            keys = self._multi.get(key)
+            if keys is None:
+                keys = tuple(self.entry_keys(attr, values))
+                if len(self._multi) >= _MULTI_LIMIT:
+                    self._multi.clear()
+                self._multi[key] = keys
+            out.append((attr, keys))
         return out
 
     def add_keys(self, keys: EntryKeys, idb: bytes) -> None:
@@ -154,16 +226,24 @@ class BulkLoad:
         held = 0
         pairs = self.pairs
         complete = None not in idbs
+        pick = cast("Callable[[int], bytes]", idbs.__getitem__)
         for attr, keys in grouped.items():
             table = pairs[attr]
+            get = table.get
+            if complete:  # the usual case: every record of the run was added
+                for k, where in keys.items():
+                    at = get(k)
+                    if at is None:
+                        table[k] = list(map(pick, where))
+                    else:
+                        at.extend(map(pick, where))
+                held += sum(map(len, keys.values()))
+                continue
             for k, where in keys.items():
-                if complete:
-                    ids = cast("list[bytes]", [idbs[j] for j in where])
-                else:
-                    ids = [i for i in (idbs[j] for j in where) if i is not None]
-                    if not ids:
-                        continue
-                at = table.get(k)
+                ids = [i for i in (idbs[j] for j in where) if i is not None]
+                if not ids:
+                    continue
+                at = get(k)
                 if at is None:
                     table[k] = ids
                 else:
@@ -305,7 +385,7 @@ class BulkTxn(WriteTxn):
             if ndn in load.dn2id:
                 raise ValueError(f"bulk load: {entry.dn} stored twice")
             load.dn2id[ndn] = idb
-            parent = parent_ndn(ndn)
+            parent = _parent(ndn)
             pid = load.dn2id.get(parent, b"\0" * 8) if parent else b"\0" * 8
             load.children.setdefault(pid, []).append(idb)
             if pending is None:
@@ -322,7 +402,8 @@ class BulkTxn(WriteTxn):
             else:
                 load.add_keys(pending[1], idb)
             return
-        if store.schema.normalize_dn(old.dn) != store.schema.normalize_dn(entry.dn):
+        if old.dn != entry.dn and \
+                store.schema.normalize_dn(old.dn) != store.schema.normalize_dn(entry.dn):
             raise ValueError("bulk load: entries cannot be renamed")
         self._txn.put(idb, _encode_entry(entry), db=store._id2entry)
         for attr in load.pairs:

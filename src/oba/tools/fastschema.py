@@ -4,16 +4,22 @@ Rules for this module: answers exactly what the wrapped schema answers. The pure
 (``canonical``, ``attribute``, ``object_class``, the matching-rule getters) are cached per
 exact argument; value and DN normalisation results are cached too (pure functions of their
 arguments), in bounded tables that are emptied when full. A value that fails to normalise is
-never cached: it raises again on every call.
+never cached: it raises again on every call. A plain DN is its first RDN's normal form (a
+simple ``type=value`` normalised here with the type's rule, anything else by the schema) plus
+its parent's, which is cached.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Any
 
+from oba.protocol.dn import escape_value
 from oba.schema import Schema
 
 _LIMIT = 300_000
+_SIMPLE_RDN = re.compile(r"([A-Za-z][A-Za-z0-9-]*)=([A-Za-z0-9._@-]+)\Z")
 
 
 class CachedSchema:
@@ -25,6 +31,7 @@ class CachedSchema:
         self._rules: dict[tuple[str, str], Any] = {}
         self._norm: dict[tuple[str, bytes], bytes] = {}
         self._ndn: dict[str, str] = {}
+        self._rdn_plans: dict[str, tuple[str, Callable[[bytes], bytes]] | tuple[()]] = {}
 
     def __getattr__(self, name: str) -> Any:  # everything else: the real schema
         return getattr(self._s, name)
@@ -88,10 +95,36 @@ class CachedSchema:
         i = dn.find(",")
         if (0 < i < len(dn) - 1 and dn[i - 1] != " " and dn[i + 1] != " "
                 and '"' not in dn and "\\" not in dn):
-            out = self._s.normalize_dn(dn[:i]) + "," + self.normalize_dn(dn[i + 1 :])
+            out = self._rdn(dn[:i]) + "," + self.normalize_dn(dn[i + 1 :])
         else:
             out = self._s.normalize_dn(dn)
         if len(self._ndn) >= _LIMIT:
             self._ndn.clear()
         self._ndn[dn] = out
         return out
+
+    def _rdn(self, rdn: str) -> str:
+        """``normalize_dn`` of one RDN. A plain ``type=value`` (a type name, a value of
+        letters, digits and ``._@-``) parses to exactly that pair, so it is normalised here
+        with the type's rule (looked up once per type); anything else, or a value the rule
+        refuses, goes to the schema (which gives the result or the error)."""
+        m = _SIMPLE_RDN.match(rdn)
+        if m is not None:
+            plan = self._rdn_plans.get(m.group(1))
+            if plan is None:
+                plan = self._rdn_plans[m.group(1)] = self._rdn_plan(m.group(1))
+            if plan:
+                name, fn = plan
+                try:
+                    value = fn(m.group(2).encode("utf-8")).decode("utf-8")
+                except Exception:  # the schema reports it
+                    return self._s.normalize_dn(rdn)
+                return name + "=" + escape_value(value)
+        return self._s.normalize_dn(rdn)
+
+    def _rdn_plan(self, attr: str) -> tuple[str, Callable[[bytes], bytes]] | tuple[()]:
+        """(lower-cased schema name, equality normaliser) of a type; () when undefined."""
+        at = self._s.attribute(attr)
+        if at is None:
+            return ()
+        return (at.name.lower(), self._s.normalizer(attr))
