@@ -28,6 +28,10 @@ class Entry:
     enc: dict[str, bytes] | None = field(default=None, compare=False, repr=False)
     # The normalised DN, memoised the same way (see ``normalized_dn``).
     ndn: str | None = field(default=None, compare=False, repr=False)
+    # Normalised values memoised by filter evaluation ((attribute names, matching rule) -> one
+    # normalised value or None per stored value); entries are not mutated once built.
+    norms: dict[tuple[tuple[str, ...], object], list[bytes | None]] | None = field(
+        default=None, compare=False, repr=False)
 
     def normalized_dn(self, schema: _DNNormaliser) -> str:
         """The entry's normalised DN, computed once per (cached) entry object."""

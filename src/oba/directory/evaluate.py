@@ -5,7 +5,8 @@ Undefined when its attribute type is unknown, its attribute has no suitable matc
 its assertion value is invalid for that rule; an absent attribute makes the item False.
 Values are compared through the schema's matching rules (equality for ``=`` and ``~=``,
 ordering for ``>=``/``<=``, substrings for ``=*x*``). Assertion values are normalised once,
-when the filter is compiled; entry values are normalised per comparison.
+when the filter is compiled; entry values once per entry object and rule (memoised on the
+entry, see ``_normalised``: entries are never mutated once built).
 """
 
 from __future__ import annotations
@@ -74,6 +75,19 @@ def _values(entry: Entry, names: tuple[str, ...]) -> list[bytes]:
     return out
 
 
+def _normalised(entry: Entry, names: tuple[str, ...], rule: Any) -> list[bytes | None]:
+    """The values of ``names`` in ``entry`` normalised by ``rule`` (None for a value the rule
+    rejects), memoised on the entry: a cached entry is evaluated by search after search."""
+    memo = entry.norms
+    if memo is None:
+        memo = entry.norms = {}
+    key = (names, rule)  # the rule object itself: it stays alive while it is a key
+    out = memo.get(key)
+    if out is None:
+        out = memo[key] = [_safe_norm(rule, v) for v in _values(entry, names)]
+    return out
+
+
 def _equality(schema: SchemaLike, attr: str, value: bytes) -> Matcher:
     canon = schema.canonical(attr)
     if canon is None:
@@ -85,7 +99,6 @@ def _equality(schema: SchemaLike, attr: str, value: bytes) -> Matcher:
     if target is None:
         return _undefined
     names = attr_names(schema, canon)
-    norm = rule.normalize
     closure = getattr(schema, "objectclass_closure", None)
     if canon == "objectClass" and closure is not None:
 
@@ -95,13 +108,7 @@ def _equality(schema: SchemaLike, attr: str, value: bytes) -> Matcher:
         return match_oc
 
     def match(entry: Entry) -> bool | None:
-        for v in _values(entry, names):
-            try:
-                if norm(v) == target:
-                    return True
-            except Exception:  # stored value the rule rejects
-                continue
-        return False
+        return target in _normalised(entry, names, rule)
 
     return match
 
@@ -158,8 +165,7 @@ def _substrings(schema: SchemaLike, f: Substrings) -> Matcher:
     names = attr_names(schema, canon)
 
     def match(entry: Entry) -> bool | None:
-        for v in _values(entry, names):
-            nv = _safe_norm(rule, v)
+        for nv in _normalised(entry, names, rule):
             if nv is not None and rule.match_substrings(nv, initial, any_t, final):
                 return True
         return False
