@@ -312,8 +312,9 @@ class SecurityConfig(_Section):
     )
     requireTLS: bool = Field(
         default=False,
-        description="Refuse simple binds with a password over plaintext connections "
-        "(confidentialityRequired, 13).",
+        description="Refuse passwords sent in the clear: LDAP simple binds over plaintext "
+        "connections (confidentialityRequired, 13), REST Basic auth and POST /auth/bind over "
+        "plain HTTP (403 confidentiality_required).",
     )
     passwordPolicy: PasswordPolicyConfig = Field(
         default_factory=PasswordPolicyConfig, description="Password quality rules."

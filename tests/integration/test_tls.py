@@ -318,3 +318,30 @@ def test_certificate_reload_without_restart(tmp_path: Path) -> None:
         held.unbind_s()
     finally:
         srv.stop()
+
+
+def test_require_tls_refuses_rest_passwords_over_plain_http(tmp_path: Path) -> None:
+    from .rest_support import RestServer
+
+    srv = RestServer("oba", tmp_path / "plain", rest_extra="security:\n  requireTLS: true\n")
+    srv.start()
+    try:
+        with httpx.Client(base_url=srv.base_url + "/api/v1", timeout=30) as plain:
+            assert plain.get("/health").status_code == 200  # no password, no refusal
+            r = plain.get("/stats", auth=(ROOT_DN, ROOT_PW))
+            assert r.status_code == 403 and r.json()["error"] == "confidentiality_required"
+            r = plain.post("/auth/bind", json={"dn": ROOT_DN, "password": ROOT_PW})
+            assert r.status_code == 403 and r.json()["error"] == "confidentiality_required"
+            # a TLS-terminating proxy (127.0.0.1 is in rest.trustedProxies) says https
+            proxied = {"X-Forwarded-Proto": "https"}
+            r = plain.post("/auth/bind", json={"dn": ROOT_DN, "password": ROOT_PW},
+                           headers=proxied)
+            assert r.status_code == 200, r.text
+            token = r.json()["token"]
+            assert plain.get("/stats", auth=(ROOT_DN, ROOT_PW),
+                             headers=proxied).status_code == 200
+            # a token is not a password: it passes on plain HTTP
+            assert plain.get("/stats", headers={
+                "Authorization": f"Bearer {token}"}).status_code == 200
+    finally:
+        srv.stop()

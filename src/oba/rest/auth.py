@@ -2,8 +2,9 @@
 
 Rules for this module: a token is a JWT ``{dn, iat, exp}`` signed with ``rest.jwtSecret`` (a
 random per-process key when empty); Basic credentials are checked by ``Operations.bind`` on
-every request. Either way the result is an ``operations.Identity`` that every directory call
-receives, so LDAP's access decisions apply unchanged. A token whose account has since been
+every request (refused over plain HTTP when ``security.requireTLS`` is on). Either way the
+result is an ``operations.Identity`` that every directory call receives, so LDAP's access
+decisions apply unchanged. A token whose account has since been
 deleted or disabled is refused. Admin routes need the root DN.
 """
 
@@ -23,6 +24,7 @@ from fastapi.security import (
 
 from oba.operations import Identity, OpError
 from oba.rest.errors import ApiError, from_op_error
+from oba.rest.middleware import in_networks
 from oba.rest.state import RestState, get_state
 
 ALGORITHM = "HS256"
@@ -79,6 +81,22 @@ def identity_from_token(state: RestState, token: str) -> Identity:
     return Identity(dn, ndn, "rest")
 
 
+def refuse_password_in_clear(request: Request, state: RestState) -> None:
+    """``security.requireTLS``: a password (Basic credentials, ``POST /auth/bind``) is refused
+    over plain HTTP with 403 ``confidentiality_required``, as LDAP refuses a simple bind in the
+    clear. HTTPS passes, and so does a TLS-terminating proxy listed in ``rest.trustedProxies``
+    that sends ``X-Forwarded-Proto: https``. Tokens are not passwords: they pass."""
+    config = state.node.config
+    if not config.security.requireTLS or request.url.scheme == "https":
+        return
+    peer = request.client.host if request.client is not None else ""
+    proto = request.headers.get("x-forwarded-proto", "").split(",")[-1].strip().lower()
+    if proto == "https" and in_networks(peer, config.rest.trustedProxies):
+        return
+    raise ApiError(403, "confidentiality_required",
+                   "security.requireTLS is on: send passwords over HTTPS only")
+
+
 async def identity_from_basic(state: RestState, creds: HTTPBasicCredentials) -> Identity:
     if not creds.username or not creds.password:
         raise _unauthorized("invalid_credentials", "Basic credentials need a DN and a password")
@@ -102,6 +120,7 @@ async def current_identity(
     if bearer is not None:
         return identity_from_token(state, bearer.credentials)
     if basic is not None:
+        refuse_password_in_clear(request, state)
         return await identity_from_basic(state, basic)
     raise _unauthorized("unauthorized", "authentication required: send a Bearer token or Basic "
                         "credentials")

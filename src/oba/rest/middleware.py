@@ -165,7 +165,7 @@ class Cors:
         await self.app(scope, receive, cors_send)
 
 
-def _in_networks(ip: str, networks: list[str]) -> bool:
+def in_networks(ip: str, networks: list[str]) -> bool:
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:
@@ -181,11 +181,11 @@ def _in_networks(ip: str, networks: list[str]) -> bool:
 
 def client_ip(peer: str, forwarded_for: str | None, trusted: list[str]) -> str:
     """The address a rate limit applies to (see the module rules)."""
-    if not forwarded_for or not trusted or not _in_networks(peer, trusted):
+    if not forwarded_for or not trusted or not in_networks(peer, trusted):
         return peer
     hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
     for hop in reversed(hops):
-        if not _in_networks(hop, trusted):
+        if not in_networks(hop, trusted):
             return hop
     return hops[0] if hops else peer
 

@@ -16,7 +16,7 @@ import time
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from oba.audit.query import recent_activities
 from oba.config import format_duration
@@ -24,7 +24,7 @@ from oba.operations import OpError
 from oba.protocol.filter import parse_filter
 from oba.protocol.messages import Scope
 from oba.rest import models as m
-from oba.rest.auth import State, Who, issue_token
+from oba.rest.auth import State, Who, issue_token, refuse_password_in_clear
 from oba.rest.errors import ERROR_RESPONSES, ApiError, from_op_error
 from oba.rest.state import RestState, close_iter, rfc3339
 
@@ -53,8 +53,9 @@ async def health(state: State) -> dict[str, Any]:
 
 @router.post("/auth/bind", response_model=m.BindResponse, tags=["public"],
              summary="Check a DN and password; returns a token")
-async def bind(req: m.BindRequest, state: State) -> dict[str, Any]:
+async def bind(req: m.BindRequest, state: State, request: Request) -> dict[str, Any]:
     state.operations["binds"] += 1
+    refuse_password_in_clear(request, state)
     try:
         who = await state.ops.bind(req.dn, req.password.encode("utf-8"), "rest")
     except OpError as exc:
