@@ -108,8 +108,15 @@ def _ports_free(offset: int) -> bool:
 
 
 def free_offset() -> int:
+    """An offset that keeps every port BELOW the kernel's ephemeral range (the docs restart a
+    killed node on its port: a client's source port must not have taken it meanwhile)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    top = max(1001, low - max(STANDARD_PORTS) - 1)
     for _ in range(50):
-        offset = random.randrange(20000, 50000, 11)
+        offset = random.randrange(1000, top, 11)
         if _ports_free(offset):
             return offset
     raise RuntimeError("no free port offset found")

@@ -34,7 +34,7 @@ import pytest
 from oba.cluster import local
 from oba.cluster.haproxy import HaproxyPorts
 
-from .support import ADMIN, BASE, PASSWORD, person, wait_for
+from .support import ADMIN, BASE, PASSWORD, _ephemeral_range, person, wait_for
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -63,8 +63,14 @@ def _ports_free(offset: int, nodes: int) -> bool:
 
 
 def _free_offset(nodes: int = 3) -> int:
+    """An offset that puts every port of the cluster BELOW the kernel's ephemeral range: a
+    node restarted on its port must not find it taken by a client connection's source port
+    (seen: a restarted node's LDAP port in the range was taken while it was down)."""
+    lo, _ = _ephemeral_range()
+    highest = max(local.proxy_ports(0).ldap, local.proxy_ports(0).stats,
+                  *(p for n in range(1, nodes + 1) for p in local.ports(n, 0)))
     for _ in range(50):
-        offset = random.randrange(20000, 50000, 7)
+        offset = random.randrange(1000, max(1001, lo - highest - 1), 7)
         if _ports_free(offset, nodes):
             return offset
     raise AssertionError("no free port offset found")
