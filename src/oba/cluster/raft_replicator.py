@@ -55,9 +55,11 @@ _STOP = object()
 _Applied = tuple[Entry, Command | None, ApplyResult | None]
 
 
-def result_to_wire(r: ApplyResult) -> Frame:
+def result_to_wire(r: ApplyResult, with_entry: bool = True) -> Frame:
+    """``r`` for the wire; ``with_entry=False`` leaves the entry out (a caller that only needs
+    code, message and matchedDN: it is the bulk of the frame)."""
     out: Frame = {"c": r.code, "m": r.matched_dn, "s": r.message, "o": r.old_dn}
-    if r.entry is not None:
+    if with_entry and r.entry is not None:
         out["e"] = [r.entry.id, r.entry.dn, r.entry.attrs]
     return out
 

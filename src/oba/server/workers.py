@@ -297,9 +297,8 @@ class WorkerPool:
             result = await self.node.replicator.submit(decode(msg["c"]))
             # without the entry: nothing on a worker's write path reads it (the operations
             # layer answers from code, message and matchedDN), and it is the bulk of the reply
-            worker.channel.reply(msg, {"t": "result", "r": {
-                "c": result.code, "m": result.matched_dn, "s": result.message,
-                "o": result.old_dn}})
+            worker.channel.reply(msg, {"t": "result",
+                                       "r": result_to_wire(result, with_entry=False)})
         except Exception as exc:  # the worker answers the client with 52
             log.warning("write from listener worker %d failed: %s", worker.slot, exc)
             worker.channel.reply(msg, {"t": "result", "r": {"c": 52, "s": str(exc)}})

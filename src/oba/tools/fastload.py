@@ -134,18 +134,15 @@ class BulkLoad:
             return tuple(ix.keys_for_values(self.store.schema, attr, self._kinds[attr],
                                             (value,)))
         pres, eq, sub = plan
-        keys: list[bytes] = [ix.PRESENCE_KEY] if pres else []
-        norm: bytes | None = None
         if eq is not None:
             try:
                 norm = eq(value)
-                keys.append(ix.eq_key(norm))
-            except Exception:  # an unindexable value is skipped (as keys_for_values does)
+            except Exception:  # an unindexable value gets no eq key (as keys_for_values)
                 pass
-        if sub is eq:  # one function (the caseIgnore rules): the eq form is the sub form
-            if norm is not None:
-                keys.extend(ix.sub_keys(norm))
-        elif sub is not None:
+            else:
+                return self._normed_keys(attr, value, norm)
+        keys: list[bytes] = [ix.PRESENCE_KEY] if pres else []
+        if sub is not None and sub is not eq:  # one function: it failed for eq already
             try:
                 keys.extend(ix.sub_keys(sub(value)))
             except Exception:  # an unindexable value is skipped
