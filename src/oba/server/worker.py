@@ -33,6 +33,7 @@ from typing import Any
 
 from oba import reqctx
 from oba.acl.document import validate_acl
+from oba.audit.store import _plain
 from oba.cluster.raft_replicator import result_from_wire
 from oba.cluster.replicator import Change, ChangeListener
 from oba.config import Config
@@ -110,8 +111,6 @@ class ChannelAudit:
     def record(self, level: str, message: str, source: str, user: str = "",
                request_id: str = "", **fields: Any) -> None:
         try:
-            from oba.audit.store import _plain
-
             self.channel.send({"t": "audit", "a": [
                 str(level), str(message), str(source), str(user),
                 str(request_id or reqctx.current()), _plain(fields) if fields else {}]})
