@@ -64,6 +64,17 @@ class ReplicatorStopped(RuntimeError):
 _STOP = object()
 
 
+# who waits for a command's result: a caller on an event loop (its loop and future) or a
+# blocking caller (``submit_sync``)
+Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[ApplyResult]"] | Future[ApplyResult]
+
+
+def _answer_all(answers: list[tuple[asyncio.Future[ApplyResult], ApplyResult]]) -> None:
+    for fut, result in answers:
+        if not fut.done():
+            fut.set_result(result)
+
+
 class LocalReplicator:
     """Standalone mode: apply each command locally, durably, with group commit."""
 
@@ -103,9 +114,10 @@ class LocalReplicator:
     async def submit(self, cmd: Command) -> ApplyResult:
         if self._thread is None:
             raise ReplicatorStopped("the writer is not running")
-        fut: Future[ApplyResult] = Future()
-        self._queue.put((cmd, fut))
-        return await asyncio.wrap_future(fut)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[ApplyResult] = loop.create_future()
+        self._queue.put((cmd, (loop, fut)))
+        return await fut
 
     def submit_sync(self, cmd: Command) -> ApplyResult:
         """Blocking submit for code that runs outside the event loop (tools, bootstrap)."""
@@ -165,23 +177,35 @@ class LocalReplicator:
             batch.append(nxt)
         return False
 
-    def _commit_batch(self, batch: list[tuple[Command, Future[ApplyResult]]]) -> None:
-        def failed(one: tuple[Command, Future[ApplyResult]], exc: Exception
-                   ) -> list[tuple[Change, Future[ApplyResult]]]:
-            one[1].set_result(internal_error(exc))
-            return []
+    def _commit_batch(self, batch: list[tuple[Command, Waiter]]) -> None:
+        def failed(one: tuple[Command, Waiter], exc: Exception
+                   ) -> list[tuple[Change, Waiter]]:
+            return [(Change(0, one[0], internal_error(exc)), one[1])]
 
         done = commit_with_fallback(batch, self._apply_all, failed)
         self.commits += 1
-        for change, fut in done:
-            fut.set_result(change.result)
+        # the callers on an event loop are answered with one hand-over per loop and batch
+        # (not a thread-safe callback per write); a caller that stopped waiting (its client
+        # went away) is skipped: its write is committed all the same
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[ApplyResult],
+                                                            ApplyResult]]] = {}
+        for change, waiter in done:
+            if isinstance(waiter, Future):
+                if not waiter.done():
+                    waiter.set_result(change.result)
+            else:
+                by_loop.setdefault(waiter[0], []).append((waiter[1], change.result))
+        for loop, answers in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_answer_all, answers)
+            except RuntimeError:  # that loop is closed: nobody is waiting any more
+                pass
+        for change, _ in done:
             if change.result.code == ResultCode.SUCCESS:
                 notify_listeners(self._listeners, change)
 
-    def _apply_all(
-        self, batch: list[tuple[Command, Future[ApplyResult]]]
-    ) -> list[tuple[Change, Future[ApplyResult]]]:
-        out: list[tuple[Change, Future[ApplyResult]]] = []
+    def _apply_all(self, batch: list[tuple[Command, Waiter]]) -> list[tuple[Change, Waiter]]:
+        out: list[tuple[Change, Waiter]] = []
         with self._store.write() as txn:
             index = txn.applied_index()
             for cmd, fut in batch:
