@@ -34,6 +34,11 @@ class Archiver:
         self.dir = Path(directory) if directory else None
         self.compress = compress
 
+    @property
+    def active(self) -> bool:
+        """False without a directory: dropped records are not kept (nor decoded for it)."""
+        return self.dir is not None
+
     def __call__(self, records: list[Record], when: str) -> None:
         """Write ``records`` (oldest first) to one archive file; no directory: dropped."""
         if self.dir is None or not records:

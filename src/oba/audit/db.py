@@ -280,10 +280,20 @@ def _put_all(t: Any, db: Any, items: list[tuple[bytes, bytes]], append: bool) ->
         cur.putmulti(items)
 
 
-def _delete(txn: WriteTxn, rec: Record) -> None:
-    t = _raw(txn)
-    t.delete(_u64(int(rec["id"])), db=_db(txn, REC))
-    t.delete(_user_key(rec), db=_db(txn, USER))
+def _trim_users(txn: WriteTxn, cutoff: int) -> None:
+    """Delete the user keys of every block wholly below id ``cutoff``: a cursor walk from the
+    first key, no record decoded. The keys of the block that ``cutoff`` falls in stay until a
+    later trim passes it (readers skip ids whose record is gone, as for the time runs)."""
+    limit = _u64(cutoff >> BLOCK_BITS)
+    cur = _raw(txn).cursor(db=_db(txn, USER))
+    if not cur.first():
+        return
+    while True:
+        key = cur.key()
+        if not key or bytes(key[:8]) >= limit:
+            return
+        if not cur.delete():
+            return
 
 
 def _trim_runs(txn: WriteTxn, cutoff: int) -> None:
@@ -323,20 +333,33 @@ def _retain(txn: WriteTxn, cmd: SystemCommand, ctx: ApplyContext) -> ApplyResult
     excess = count - keep
     if excess <= 0:
         return ApplyResult(0)
-    dropped: list[Record] = []
-    cur = _raw(txn).cursor(db=_db(txn, REC))
-    for _, value in cur.iternext(keys=True, values=True):
-        dropped.append(msgpack.unpackb(value, raw=False))
-        if len(dropped) >= excess:
-            break
+    # the oldest ``excess`` records go with one cursor walk (delete moves to the next);
+    # they are decoded only for an archiver
     archiver: Archiver | None = vars(txn.store).get("_audit_archiver")
+    if not getattr(archiver, "active", True):
+        archiver = None
+    dropped: list[Record] = []
+    gone = last = 0
+    cur = _raw(txn).cursor(db=_db(txn, REC))
+    found = cur.first()
+    while found and gone < excess:
+        key = cur.key()
+        if not key:
+            break
+        last = _from_u64(bytes(key))
+        if archiver is not None:
+            dropped.append(msgpack.unpackb(cur.value(), raw=False))
+        gone += 1
+        found = cur.delete()
     if archiver is not None and dropped:
         archiver(dropped, str(cmd.payload.get("at") or cmd.time))
-    for rec in dropped:
-        _delete(txn, rec)
-    if dropped:
-        _trim_runs(txn, max(int(rec["id"]) for rec in dropped) + 1)
-    _raw(txn).put(b"count", _u64(count - len(dropped)), db=_db(txn, META))
+    if gone:
+        if gone == count:  # nothing left: no partial block to keep either
+            _raw(txn).drop(_db(txn, USER), delete=False)
+        else:
+            _trim_users(txn, last + 1)
+        _trim_runs(txn, last + 1)
+    _raw(txn).put(b"count", _u64(count - gone), db=_db(txn, META))
     return ApplyResult(0)
 
 
