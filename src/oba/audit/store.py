@@ -73,10 +73,19 @@ def _stamp() -> str:
 
 def _plain(fields: dict[str, Any]) -> dict[str, Any]:
     """``fields`` made JSON-shaped (values that are not scalars pass through JSON); a copy."""
-    if all(type(v) in _SCALARS for v in fields.values()):
-        return dict(fields)  # already JSON-shaped (the common case: dn, resultCode)
+    out: dict[str, Any] = {}
+    for key, value in fields.items():
+        kind = type(value)
+        if kind in _SCALARS:  # the common case: dn, resultCode
+            out[key] = value
+        elif kind in (list, tuple) and all(type(v) in _SCALARS for v in value):
+            out[key] = list(value)  # a write's attribute names
+        else:
+            break
+    else:
+        return out
     try:
-        out: dict[str, Any] = json.loads(json.dumps(fields, default=str))
+        out = json.loads(json.dumps(fields, default=str))
         return out
     except (TypeError, ValueError):
         return {"fields": str(fields)}

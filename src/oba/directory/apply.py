@@ -724,7 +724,9 @@ def _modify(txn: WriteTxn, cmd: ModifyCommand, ctx: ApplyContext) -> ApplyResult
     dn, ndn = _parse(schema, cmd.dn)
     _check_served(ctx, ndn)
     old = _load(txn, ndn)
-    attrs = {k: list(v) for k, v in old.attrs.items()}
+    # a shallow copy: every change below puts a new list in place of the one it changes
+    # (``old`` is this transaction's own decoded copy, compared with ``new`` by put_entry)
+    attrs = dict(old.attrs)
     replaced: set[str] = set()
     system = cmd.actor == SYSTEM_ACTOR
     for op, name, values in cmd.changes:
@@ -736,10 +738,12 @@ def _modify(txn: WriteTxn, cmd: ModifyCommand, ctx: ApplyContext) -> ApplyResult
             if op in (0, 2) and len(values) > 1 and _single_valued(schema, canon):
                 raise _Fail(CONSTRAINT_VIOLATION, f"{name}: multiple values provided")
         current = attrs.get(canon, [])
-        try:
-            cur_norm = [_norm(schema, canon, v) for v in current]
-        except Exception:  # stored values are valid; be defensive anyway
-            cur_norm = list(current)
+        cur_norm: list[bytes] = []
+        if op in (0, 1) and current:  # replace and increment do not compare values
+            try:
+                cur_norm = [_norm(schema, canon, v) for v in current]
+            except Exception:  # stored values are valid; be defensive anyway
+                cur_norm = list(current)
         if op == 0:
             for i, n in enumerate(given):
                 if n in cur_norm:
