@@ -13,12 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from oba import reqctx
+from oba import ids, reqctx
 from oba.directory import lockout
 from oba.directory import password as passwords
 from oba.directory import policy as pwpolicy
@@ -309,7 +308,7 @@ class Operations:
         Command path, so it replicates and survives a restart; failures are logged."""
         if not changes:
             return True
-        cmd = ModifyCommand(dn, changes, uuid.uuid4().hex, SYSTEM_ACTOR, generalized_time())
+        cmd = ModifyCommand(dn, changes, ids.command_id(), SYSTEM_ACTOR, generalized_time())
         result = await self.node.replicator.submit(cmd)
         if result.code != ResultCode.SUCCESS:
             log.warning("bookkeeping write on %s failed: %s %s", dn, result.code, result.message)
@@ -567,8 +566,8 @@ class Operations:
                 attrs.append((name, await self.hash_passwords(values)))
             else:
                 attrs.append((name, tuple(values)))
-        cmd = AddCommand(dn, tuple(attrs), uuid.uuid4().hex, self._actor(who),
-                         generalized_time(), str(uuid.uuid4()))
+        cmd = AddCommand(dn, tuple(attrs), ids.command_id(), self._actor(who),
+                         generalized_time(), ids.new_uuid())
         result = await self.submit_as(who, cmd)
         if new_passwords:
             await self.password_changed(dn, None)
@@ -594,7 +593,7 @@ class Operations:
                     values = await self.hash_passwords(values)
                 hashed.append((op, attr, values))
             change_list = tuple(hashed)
-        result = await self.submit_as(who, ModifyCommand(dn, change_list, uuid.uuid4().hex,
+        result = await self.submit_as(who, ModifyCommand(dn, change_list, ids.command_id(),
                                                          self._actor(who), generalized_time()))
         if PASSWORD_ATTR in touched:
             await self.password_changed(dn, before)
@@ -603,7 +602,7 @@ class Operations:
     async def delete(self, who: Identity, dn: str) -> ApplyResult:
         ndn = self.normalize_dn(dn)
         self._authorize(who, ndn, "delete")
-        return await self.submit_as(who, DeleteCommand(dn, uuid.uuid4().hex, self._actor(who),
+        return await self.submit_as(who, DeleteCommand(dn, ids.command_id(), self._actor(who),
                                                generalized_time()))
 
     async def modify_dn(
@@ -623,7 +622,7 @@ class Operations:
             if new_ndn:
                 self._authorize(who, new_ndn, "add")
         return await self.submit_as(who, ModifyDNCommand(dn, new_rdn, delete_old_rdn, new_superior,
-                                                 uuid.uuid4().hex, self._actor(who),
+                                                 ids.command_id(), self._actor(who),
                                                  generalized_time()))
 
     # ------------------------------------------------------------------ passwords
@@ -730,7 +729,7 @@ class Operations:
         await self.check_new_passwords(who, [new], entry)
         hashed = await self.hash_passwords([new])
         change = ((MOD_REPLACE, PASSWORD_ATTR, hashed),)
-        await self.submit_as(who, ModifyCommand(entry.dn, change, uuid.uuid4().hex,
+        await self.submit_as(who, ModifyCommand(entry.dn, change, ids.command_id(),
                                                 self._actor(who), generalized_time()))
         await self.password_changed(entry.dn, entry)
         return generated

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from oba import ids
 from oba.ldif import LDIFRecord
 from oba.tools import bulk, cli_commands, importworkers
 
@@ -82,7 +83,7 @@ def test_chunks_start_on_blank_lines() -> None:
 
 
 def test_import_uuids_are_random_version_4() -> None:
-    made = {bulk.new_uuid() for _ in range(10_000)}
+    made = {ids.new_uuid() for _ in range(10_000)}
     assert len(made) == 10_000
     for text in list(made)[:500]:
         parsed = uuid.UUID(text)

@@ -34,13 +34,13 @@ import mmap
 import os
 import re
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, cast
 
+from oba import ids
 from oba.config import Config
 from oba.directory.apply import (
     SUCCESS,
@@ -319,30 +319,13 @@ def add_command(rec: LDIFRecord, actor: str = IMPORT_ACTOR, now: str | None = No
             values.append(value)
     when = kept.get("createtimestamp", b"").decode("ascii", "replace") or now or _now()
     who = kept.get("creatorsname", b"").decode("utf-8", "replace") or actor
-    ident = kept.get("entryuuid", b"").decode("ascii", "replace") or new_uuid()
+    ident = kept.get("entryuuid", b"").decode("ascii", "replace") or ids.new_uuid()
     cmd = AddCommand(rec.dn, tuple((k, tuple(v)) for k, v in grouped.items()),
-                     request_id or uuid.uuid4().hex, who, when, ident)
+                     request_id or ids.command_id(), who, when, ident)
     return cmd, kept
 
 
 _PLAIN_NAMES: set[str] = set()  # attribute names neither kept operational nor computed
-_UUID_POOL: list[str] = []
-
-
-def new_uuid() -> str:
-    """A random RFC 4122 version-4 UUID (as ``str(uuid.uuid4())``), made 4096 at a time from
-    one ``os.urandom`` read."""
-    if not _UUID_POOL:
-        raw = os.urandom(16 * 4096).hex()
-        _UUID_POOL.extend(
-            f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
-            for h in (raw[i : i + 32] for i in range(0, len(raw), 32)))
-    return _UUID_POOL.pop()
-
-
-_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
-
-
 def _now() -> str:
     return time.strftime("%Y%m%d%H%M%SZ", time.gmtime())
 
@@ -515,7 +498,7 @@ class _Loader:
             return _prepare_chunk(read_records(io.BytesIO(data), line, False)
                                   if records is None else records, ctx, now, load)
 
-        chunks = importworkers.prepared_chunks(buf, todo, prepare, workers, _UUID_POOL.clear)
+        chunks = importworkers.prepared_chunks(buf, todo, prepare, workers, ids.forget)
         try:
             for items, segments in chunks:
                 if self._apply_chunk(items, segments):
