@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 from oba.cluster.replicator import Change, LocalReplicator
-from oba.directory.apply import ApplyContext
+from oba.directory.apply import ApplyContext, ApplyResult
 from oba.directory.commands import AddCommand
 from oba.schema import Schema
 from oba.storage import Store
@@ -60,4 +60,37 @@ def test_a_cancelled_waiter_does_not_stop_the_writer(tmp_path: Path) -> None:
     with store.read() as txn:  # the abandoned write committed too
         for dn in ("ou=a,o=test", "ou=c,o=test", *(f"ou=b{i},o=test" for i in range(5))):
             assert txn.get_by_ndn(dn) is not None, dn
+    store.close()
+
+
+def test_submit_then_answers_on_the_loop_and_survives_a_failing_callback(
+        tmp_path: Path) -> None:
+    store = Store(tmp_path / "db", SCHEMA, map_size=1 << 24)
+
+    async def main() -> list[tuple[int, bool]]:
+        loop = asyncio.get_running_loop()
+        rep = LocalReplicator(store, ApplyContext(SCHEMA, ("o=test",)))
+        rep.start()
+        seen: list[tuple[int, bool]] = []
+        done = asyncio.Event()
+
+        def broken(result: object) -> None:
+            raise RuntimeError("a callback bug")
+
+        def record(result: ApplyResult) -> None:
+            # runs on the loop's own thread, not the writer's
+            seen.append((result.code, asyncio.get_running_loop() is loop))
+            if len(seen) == 2:
+                done.set()
+
+        rep.submit_then(_add("o=test"), broken)
+        rep.submit_then(_add("ou=a,o=test"), record)
+        rep.submit_then(_add("ou=a,o=test"), record)  # exists by then: 68
+        await asyncio.wait_for(done.wait(), 10)
+        after = await asyncio.wait_for(rep.submit(_add("ou=b,o=test")), 10)
+        assert after.code == 0
+        await rep.stop()
+        return seen
+
+    assert asyncio.run(main()) == [(0, True), (68, True)]
     store.close()

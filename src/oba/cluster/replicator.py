@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeAlias, TypeVar
 
 from oba.directory.apply import ApplyContext, ApplyResult, apply
 from oba.directory.commands import Command
@@ -64,15 +64,23 @@ class ReplicatorStopped(RuntimeError):
 _STOP = object()
 
 
-# who waits for a command's result: a caller on an event loop (its loop and future) or a
-# blocking caller (``submit_sync``)
-Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[ApplyResult]"] | Future[ApplyResult]
+# who waits for a command's result: a caller on an event loop (its loop and a future, or a
+# callback: ``submit_then``) or a blocking caller (``submit_sync``)
+Answer: TypeAlias = Callable[[ApplyResult], None]
+Target: TypeAlias = asyncio.Future[ApplyResult] | Answer
+Waiter: TypeAlias = tuple[asyncio.AbstractEventLoop, Target] | Future[ApplyResult]
 
 
-def _answer_all(answers: list[tuple[asyncio.Future[ApplyResult], ApplyResult]]) -> None:
-    for fut, result in answers:
-        if not fut.done():
-            fut.set_result(result)
+def _answer_all(answers: list[tuple[Target, ApplyResult]]) -> None:
+    for target, result in answers:
+        if isinstance(target, asyncio.Future):
+            if not target.done():
+                target.set_result(result)
+            continue
+        try:
+            target(result)
+        except Exception:
+            log.exception("answering a write failed")
 
 
 class LocalReplicator:
@@ -118,6 +126,13 @@ class LocalReplicator:
         fut: asyncio.Future[ApplyResult] = loop.create_future()
         self._queue.put((cmd, (loop, fut)))
         return await fut
+
+    def submit_then(self, cmd: Command, then: Answer) -> None:
+        """Submit from the event loop without a task: ``then(result)`` runs on this loop after
+        the commit (the writer process answers its listener workers' writes this way)."""
+        if self._thread is None:
+            raise ReplicatorStopped("the writer is not running")
+        self._queue.put((cmd, (asyncio.get_running_loop(), then)))
 
     def submit_sync(self, cmd: Command) -> ApplyResult:
         """Blocking submit for code that runs outside the event loop (tools, bootstrap)."""
@@ -187,8 +202,7 @@ class LocalReplicator:
         # the callers on an event loop are answered with one hand-over per loop and batch
         # (not a thread-safe callback per write); a caller that stopped waiting (its client
         # went away) is skipped: its write is committed all the same
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[ApplyResult],
-                                                            ApplyResult]]] = {}
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Target, ApplyResult]]] = {}
         for change, waiter in done:
             if isinstance(waiter, Future):
                 if not waiter.done():

@@ -41,8 +41,9 @@ from typing import Any
 
 from oba.acl.document import AclDocument
 from oba.cluster.raft_replicator import result_to_wire
-from oba.cluster.replicator import Change
+from oba.cluster.replicator import Change, LocalReplicator
 from oba.config import Config
+from oba.directory.apply import ApplyResult
 from oba.directory.commands import decode, encode
 from oba.server.board import ConnectionBoard
 from oba.server.channel import Channel, Message
@@ -241,6 +242,9 @@ class WorkerPool:
         one."""
         counts = self.board.counts()
         slots = [0, *(w.slot for w in self.workers.values() if w.ready.is_set())]
+        import os as _os
+        if _os.environ.get("OBA_DED") and len(slots) > 1:
+            slots = slots[1:]
         self._turn = (self._turn + 1) % len(slots)
         order = slots[self._turn:] + slots[:self._turn]
         return min(order, key=lambda slot: counts[slot] + burst.count(slot))
@@ -274,7 +278,17 @@ class WorkerPool:
     def _handle(self, worker: _Worker, msg: Message) -> None:
         kind = msg.get("t")
         if kind == "submit":
-            self._spawn_task(self._submit(worker, msg))
+            replicator = self.node.replicator
+            if isinstance(replicator, LocalReplicator):  # standalone: no task per write
+                try:
+                    cmd = decode(msg["c"])
+                except Exception as exc:
+                    self._answer(worker, msg, None, exc)
+                    return
+                replicator.submit_then(
+                    cmd, lambda result: self._answer(worker, msg, result, None))
+            else:
+                self._spawn_task(self._submit(worker, msg))
         elif kind == "audit":
             level, message, source, user, request_id, fields = msg["a"]
             self.node.audit.record(level, message, source, user, request_id, **dict(fields))
@@ -295,13 +309,22 @@ class WorkerPool:
     async def _submit(self, worker: _Worker, msg: Message) -> None:
         try:
             result = await self.node.replicator.submit(decode(msg["c"]))
+        except Exception as exc:
+            self._answer(worker, msg, None, exc)
+            return
+        self._answer(worker, msg, result, None)
+
+    def _answer(self, worker: _Worker, msg: Message, result: ApplyResult | None,
+                error: Exception | None) -> None:
+        if result is not None:
             # without the entry: nothing on a worker's write path reads it (the operations
             # layer answers from code, message and matchedDN), and it is the bulk of the reply
             worker.channel.reply(msg, {"t": "result",
                                        "r": result_to_wire(result, with_entry=False)})
-        except Exception as exc:  # the worker answers the client with 52
-            log.warning("write from listener worker %d failed: %s", worker.slot, exc)
-            worker.channel.reply(msg, {"t": "result", "r": {"c": 52, "s": str(exc)}})
+            return
+        # the worker answers the client with 52
+        log.warning("write from listener worker %d failed: %s", worker.slot, error)
+        worker.channel.reply(msg, {"t": "result", "r": {"c": 52, "s": str(error)}})
 
     async def _barrier(self, worker: _Worker, msg: Message) -> None:
         cluster = self.node.cluster
