@@ -118,8 +118,11 @@ class NodeRuntime:
         )
         data_dir = Path(config.storage.dataDir)
         data_dir.mkdir(parents=True, exist_ok=True)
+        # cluster mode: the Raft log is the durable record of every write, so a commit of
+        # the applied state skips LMDB's second (meta page) fsync (see ``Store``)
         self.store = Store(data_dir, self.schema, _index_config(config),
-                           map_size=int(config.storage.mapSize))
+                           map_size=int(config.storage.mapSize),
+                           meta_sync=not config.cluster.enabled)
         base_dn = config.directory.baseDN
         self.base_ndn = self.schema.normalize_dn(base_dn) if base_dn else ""
         root_dn = config.directory.rootDN

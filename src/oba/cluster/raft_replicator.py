@@ -290,6 +290,9 @@ class RaftReplicator:
         return out
 
     def _snapshot(self, node: RaftNode, last: Entry) -> None:
+        # the store's last commits may not be on disk yet (no meta fsync in cluster mode):
+        # flush them before the log entries they came from can be compacted away
+        self._store.env.sync(True)
         members = node.membership_at(last.index)
         meta = SnapshotMeta(last.index, last.term, tuple(sorted(members)),
                             tuple(sorted(members.items())))

@@ -323,11 +323,16 @@ class Store:
         map_size: int = 1 << 34,
         *,
         durable: bool = True,
+        meta_sync: bool = True,
         importing: bool = False,
     ) -> None:
         """``durable=False`` skips the fsync at each commit (bulk import: call
-        ``env.sync(True)`` at the end); ``importing`` lets the importer open a directory that
-        holds ``IMPORT_MARKER``."""
+        ``env.sync(True)`` at the end); ``meta_sync=False`` (cluster mode) keeps the data
+        fsync of each commit but not the meta page's (LMDB's MDB_NOMETASYNC): the database
+        stays intact after a system crash but may lose its last commits, which a cluster node
+        applies again from its Raft log; ``importing`` lets the importer open a directory
+        that holds ``IMPORT_MARKER``."""
+        self._durable, self._meta_sync = durable, meta_sync
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         if not importing and (self.path / IMPORT_MARKER).exists():
@@ -344,7 +349,7 @@ class Store:
             map_size=map_size,
             subdir=True,
             sync=durable,
-            metasync=durable,
+            metasync=durable and meta_sync,
             writemap=False,
             readahead=False,
             lock=True,
@@ -442,4 +447,5 @@ class Store:
         self.env.close()
         os.replace(data_file, self.path / "data.mdb")
         vars(self).pop("_aux_dbs", None)
-        Store.__init__(self, self.path, self.schema, self.index_config, map_size)
+        Store.__init__(self, self.path, self.schema, self.index_config, map_size,
+                       durable=self._durable, meta_sync=self._meta_sync)
