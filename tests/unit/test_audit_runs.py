@@ -194,3 +194,22 @@ def test_time_ms_fast_path_agrees_with_the_general_parser() -> None:
         assert db.time_ms(text) == max(0, int(parsed.timestamp() * 1000))
     assert db.time_ms("2024-01-01T00:00:00.000+01:00") == db.time_ms("2023-12-31T23:00:00Z")
     assert db.time_ms("2024-13-01T00:00:00.000Z") == 0 and db.time_ms("junk") == 0
+
+
+def test_run_prefixes_memo_agrees_with_a_fresh_computation() -> None:
+    rng = random.Random(3)
+    stamps = ["2024-01-01T00:00:00.000Z", "2024-01-01T00:00:00.999Z", "2024-01-01T00:00:01.000Z",
+              "2024-01-01T00:00:00.abcZ", "2024-01-01T00:00:00Z", "2024-01-01T01:00:00.5+01:00",
+              "not a time", ""]
+    stamps += [f"2024-03-{d:02d}T{h:02d}:{m:02d}:{s:02d}.{ms:03d}Z"
+               for d, h, m, s, ms in ((rng.randrange(1, 29), rng.randrange(24), rng.randrange(60),
+                                       rng.randrange(60), rng.randrange(1000))
+                                      for _ in range(300))]
+    for _ in range(2):  # the second round answers from the memo
+        for ts in stamps:
+            for level, source in (("info", "ldap"), ("WARN", "Rest")):
+                rec = {"timestamp": ts, "level": level, "source": source}
+                want = ((db.TIME, db._u64(db.time_ms(ts) // 1000)),
+                        (db.LEVEL, level.lower().encode() + b"\0"),
+                        (db.SOURCE, source.lower().encode() + b"\0"))
+                assert db._run_prefixes(rec) == want, rec

@@ -143,3 +143,22 @@ def test_sink_buffers_retries_and_bounds(store: Store) -> None:
     sent = [r for c in repl.commands for r in c.payload["records"]]
     assert not any(r["message"] == "recursion attempt" for r in sent)
     assert sent[0]["message"] == "m5" and sent[0]["fields"]["blob"] == "b'\\x00'"
+
+
+def test_worker_records_are_stamped_queued_and_bad_ones_counted(store: Store) -> None:
+    global node
+    node = SimpleNamespace(config=Config(), store=store, replicator=_FailingReplicator(),
+                           cluster=None, events=None)
+    sink = AuditStore(node)
+    sink.add_records([
+        ["INFO", "bind uid=a: success", "LDAP", "uid=a", "req-1", {"dn": "uid=a", "n": [1]}],
+        ["warn", "modify x: no_such_object", "ldap", "", "req-2", "not a dict"],
+        ["too", "short"],
+        None,
+    ])
+    assert sink.dropped == 2
+    got = list(sink.queue)
+    assert [(r["level"], r["source"], r["user"], r["requestId"], r["fields"]) for r in got] == [
+        ("info", "ldap", "uid=a", "req-1", {"dn": "uid=a", "n": [1]}),
+        ("warn", "ldap", "", "req-2", {})]
+    assert all(db.time_ms(r["timestamp"]) > 0 and r["nodeId"] == 0 for r in got)

@@ -201,10 +201,25 @@ def _user_key(rec: Record) -> bytes:
 
 
 def _run_prefixes(rec: Record) -> tuple[tuple[bytes, bytes], ...]:
-    """(run database, key prefix) of a record in each run index."""
-    return ((TIME, _u64(time_ms(str(rec["timestamp"])) // 1000)),
-            (LEVEL, str(rec["level"]).lower().encode("utf-8") + b"\0"),
-            (SOURCE, str(rec["source"]).lower().encode("utf-8") + b"\0"))
+    """(run database, key prefix) of a record in each run index; remembered per second,
+    level and source (a store stamp's milliseconds do not change the second)."""
+    ts = str(rec["timestamp"])
+    level = str(rec["level"]).lower()
+    source = str(rec["source"]).lower()
+    second = (ts[:19] if len(ts) == 24 and ts[19] == "." and ts[23] == "Z"
+              and ts[20:23].isdigit() else ts)
+    key = (second, level, source)
+    got = _PREFIXES.get(key)
+    if got is None:
+        if len(_PREFIXES) >= 4096:
+            _PREFIXES.clear()
+        got = _PREFIXES[key] = ((TIME, _u64(time_ms(ts) // 1000)),
+                                (LEVEL, level.encode("utf-8") + b"\0"),
+                                (SOURCE, source.encode("utf-8") + b"\0"))
+    return got
+
+
+_PREFIXES: dict[tuple[str, str, str], tuple[tuple[bytes, bytes], ...]] = {}
 
 
 def _add_run(cur: Any, prefix: bytes, first: int, last: int) -> None:

@@ -153,6 +153,28 @@ class AuditStore:
         except Exception:  # auditing must never break the operation it describes
             log.debug("audit record dropped", exc_info=True)
 
+    def add_records(self, items: list[Any]) -> None:
+        """Records made by a listener worker: ``[level, message, source, user, requestId,
+        fields]`` each, the fields already JSON-shaped; stamped here, like ``record``'s."""
+        stamp = _stamp()
+        node_id = self.node_id
+        queue = self.queue
+        for item in items:
+            try:
+                level, message, source, user, request_id, fields = item
+                queue.append({
+                    "timestamp": stamp, "level": str(level).lower(), "message": str(message),
+                    "source": str(source).lower(), "user": str(user),
+                    "requestId": str(request_id), "nodeId": node_id,
+                    "fields": fields if type(fields) is dict else {}})
+            except (TypeError, ValueError):  # not a record: dropped and counted
+                self.dropped += 1
+        if len(queue) + len(self.batches) * BATCH > MAX_BUFFERED:
+            self._trim()
+        wake = self._wake
+        if wake is None or not wake.is_set():
+            self._poke()
+
     def _poke(self) -> None:
         loop, wake = self.loop, self._wake
         if loop is None or wake is None or loop.is_closed():

@@ -103,19 +103,29 @@ class ClusterProxy:
 
 
 class ChannelAudit:
-    """``node.audit`` in a worker: records go to the writer's audit store."""
+    """``node.audit`` in a worker: records go to the writer's audit store, the ones made in
+    one loop iteration in one message."""
 
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
+        self._pending: list[list[Any]] = []
 
     def record(self, level: str, message: str, source: str, user: str = "",
                request_id: str = "", **fields: Any) -> None:
         try:
-            self.channel.send({"t": "audit", "a": [
-                str(level), str(message), str(source), str(user),
-                str(request_id or reqctx.current()), _plain(fields) if fields else {}]})
+            pending = self._pending
+            pending.append([str(level), str(message), str(source), str(user),
+                            str(request_id or reqctx.current()),
+                            _plain(fields) if fields else {}])
+            if len(pending) == 1:
+                asyncio.get_running_loop().call_soon(self._flush)
         except Exception:  # auditing must never break the operation it describes
             log.debug("audit record dropped", exc_info=True)
+
+    def _flush(self) -> None:
+        records, self._pending = self._pending, []
+        if records:
+            self.channel.send({"t": "audit", "a": records})
 
 
 class WorkerHub(ChangeHub):

@@ -290,8 +290,9 @@ class WorkerPool:
             else:
                 self._spawn_task(self._submit(worker, msg))
         elif kind == "audit":
-            level, message, source, user, request_id, fields = msg["a"]
-            self.node.audit.record(level, message, source, user, request_id, **dict(fields))
+            add = getattr(self.node.audit, "add_records", None)
+            if add is not None:
+                add(msg["a"])
         elif kind == "barrier":
             self._spawn_task(self._barrier(worker, msg))
         elif kind == "got":
