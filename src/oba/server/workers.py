@@ -281,12 +281,10 @@ class WorkerPool:
             replicator = self.node.replicator
             if isinstance(replicator, LocalReplicator):  # standalone: no task per write
                 try:
-                    cmd = decode(msg["c"])
-                except Exception as exc:
+                    replicator.submit_then(
+                        decode(msg["c"]), lambda result: self._answer(worker, msg, result, None))
+                except Exception as exc:  # undecodable, or the writer has stopped
                     self._answer(worker, msg, None, exc)
-                    return
-                replicator.submit_then(
-                    cmd, lambda result: self._answer(worker, msg, result, None))
             else:
                 self._spawn_task(self._submit(worker, msg))
         elif kind == "audit":
