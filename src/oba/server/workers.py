@@ -242,9 +242,6 @@ class WorkerPool:
         one."""
         counts = self.board.counts()
         slots = [0, *(w.slot for w in self.workers.values() if w.ready.is_set())]
-        import os as _os
-        if _os.environ.get("OBA_DED") and len(slots) > 1:
-            slots = slots[1:]
         self._turn = (self._turn + 1) % len(slots)
         order = slots[self._turn:] + slots[:self._turn]
         return min(order, key=lambda slot: counts[slot] + burst.count(slot))
