@@ -229,9 +229,11 @@ class ServerConfig(_Section):
         ge=0,
         le=64,
         description=(
-            "LDAP listener processes sharing the LDAP/LDAPS ports (SO_REUSEPORT) and reading "
-            "the same database; writes go to the one writer process. 0: one per CPU core; "
-            "1: a single process."
+            "LDAP listener processes reading the same database: the node process accepts each "
+            "LDAP/LDAPS connection and hands it to the process with the fewest open "
+            "connections; writes go to the node process (the one writer). 0: one per CPU "
+            "core; 1: a single process (what `oba cluster local` writes: its nodes share the "
+            "machine's cores)."
         ),
     )
 

@@ -79,7 +79,8 @@ def write_configs(data: Path, nodes: int, offset: int | None = None) -> list[Pat
         d = (data / f"node{n}").resolve()
         d.mkdir(parents=True, exist_ok=True)
         cfg = {
-            "server": {"address": f"127.0.0.1:{ldap_port}"},
+            # the nodes share this machine's cores: one process each, not one per core each
+            "server": {"address": f"127.0.0.1:{ldap_port}", "workers": 1},
             "directory": {"baseDN": BASE_DN, "rootDN": f"cn=admin,{BASE_DN}",
                           "rootPassword": "admin"},
             "storage": {"dataDir": str(d / "data")},
