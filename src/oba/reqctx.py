@@ -9,21 +9,17 @@ spawned for a request keeps its id. Outside a request the id is "".
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
 import re
 from contextvars import ContextVar
 
+from oba import ids
+
 _current: ContextVar[str] = ContextVar("oba_request_id", default="")
 _SANE = re.compile(r"[A-Za-z0-9._:-]{1,64}\Z")
-# ids are a random per-process prefix and a counter: unique, and cheap on the request path
-_PREFIX = os.urandom(6).hex()
-_counter = itertools.count(1)
-
-
-def new_id() -> str:
-    return f"{_PREFIX}-{next(_counter):x}"
+# ids are a random per-process prefix and a counter (``oba.ids``): unique, and cheap on the
+# request path
+new_id = ids.request_id
 
 
 def current() -> str:

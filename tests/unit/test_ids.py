@@ -21,13 +21,14 @@ def test_a_forked_child_makes_other_ids() -> None:
     pid = os.fork()
     if pid == 0:  # child: report its next ids and leave at once
         try:
-            os.write(write, f"{ids.command_id()} {ids.new_uuid()}".encode())
+            os.write(write, f"{ids.command_id()} {ids.new_uuid()} {ids.request_id()}".encode())
         finally:
             os._exit(0)
     os.close(write)
     with os.fdopen(read) as pipe:
-        child_cmd, child_uuid = pipe.read().split()
+        child_cmd, child_uuid, child_req = pipe.read().split()
     os.waitpid(pid, 0)
     parent_cmd, parent_uuid = ids.command_id(), ids.new_uuid()
     assert child_cmd[:16] != parent_cmd[:16]  # a fresh prefix, not just the next count
     assert child_uuid != parent_uuid
+    assert child_req.split("-")[0] != ids.request_id().split("-")[0]

@@ -91,6 +91,17 @@ def _plain(fields: dict[str, Any]) -> dict[str, Any]:
         return {"fields": str(fields)}
 
 
+def _record(stamp: str, level: object, message: object, source: object, user: object,
+            request_id: object, node_id: int, fields: dict[str, Any]) -> db.Record:
+    """A queued record (its id comes with the append); ``fields`` already JSON-shaped."""
+    return {
+        "timestamp": stamp, "level": str(level).lower(),
+        "message": message if type(message) is str else str(message),
+        "source": str(source).lower(), "user": user if type(user) is str else str(user),
+        "requestId": str(request_id), "nodeId": node_id, "fields": fields,
+    }
+
+
 @dataclass
 class _Batch:
     request_id: str
@@ -135,21 +146,10 @@ class AuditStore:
                     if type(value) not in _SCALARS:
                         fields = _plain(fields)
                         break
-            rec: db.Record = {
-                "timestamp": _stamp(), "level": str(level).lower(),
-                "message": message if type(message) is str else str(message),
-                "source": str(source).lower(), "user": user if type(user) is str else str(user),
-                "requestId": str(request_id or reqctx.current()), "nodeId": self.node_id,
-                "fields": fields,  # the call's own keyword dict: JSON-shaped here
-            }
-            queue = self.queue
-            queue.append(rec)
-            # a batch holds at most BATCH records: trim only when the bound may be passed
-            if len(queue) + len(self.batches) * BATCH > MAX_BUFFERED:
-                self._trim()
-            wake = self._wake
-            if wake is None or not wake.is_set():  # set: the flusher is already awake
-                self._poke()
+            # the call's own keyword dict is the record's fields: JSON-shaped here
+            self.queue.append(_record(_stamp(), level, message, source, user,
+                                      request_id or reqctx.current(), self.node_id, fields))
+            self._queued()
         except Exception:  # auditing must never break the operation it describes
             log.debug("audit record dropped", exc_info=True)
 
@@ -162,17 +162,19 @@ class AuditStore:
         for item in items:
             try:
                 level, message, source, user, request_id, fields = item
-                queue.append({
-                    "timestamp": stamp, "level": str(level).lower(), "message": str(message),
-                    "source": str(source).lower(), "user": str(user),
-                    "requestId": str(request_id), "nodeId": node_id,
-                    "fields": fields if type(fields) is dict else {}})
+                queue.append(_record(stamp, level, message, source, user, request_id, node_id,
+                                     fields if type(fields) is dict else {}))
             except (TypeError, ValueError):  # not a record: dropped and counted
                 self.dropped += 1
-        if len(queue) + len(self.batches) * BATCH > MAX_BUFFERED:
+        self._queued()
+
+    def _queued(self) -> None:
+        """After records joined the queue: keep the buffer bounded, wake the flusher."""
+        # a batch holds at most BATCH records: trim only when the bound may be passed
+        if len(self.queue) + len(self.batches) * BATCH > MAX_BUFFERED:
             self._trim()
         wake = self._wake
-        if wake is None or not wake.is_set():
+        if wake is None or not wake.is_set():  # set: the flusher is already awake
             self._poke()
 
     def _poke(self) -> None:
