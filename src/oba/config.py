@@ -14,10 +14,11 @@ Rules for this module:
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -186,7 +187,72 @@ def _check_address(value: str) -> str:
     return value
 
 
+_HOST = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?")  # a name or IPv4
+
+
+def _check_peer_address(value: str) -> str:
+    """A peer's address must be dialable: HOST:PORT with a host and a port > 0."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ValueError(f"invalid address {value!r}: expected HOST:PORT, e.g. node1:4445")
+    if not host:
+        raise ValueError(f"invalid address {value!r}: a peer needs a host (HOST:PORT, "
+                         "e.g. node1:4445)")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError(f"invalid address {value!r}: {host} is no IPv6 address") from None
+    elif ":" in host:
+        raise ValueError(f"invalid address {value!r}: put IPv6 hosts in brackets, [::1]:4445")
+    elif not _HOST.fullmatch(host):
+        raise ValueError(f"invalid address {value!r}: {host!r} is not a host name or address")
+    return value
+
+
 Address = Annotated[str, _Kind("host:port")]
+
+
+def _file_problem(path: str) -> str | None:
+    """Why ``path`` is not a readable file, or None."""
+    if not os.path.exists(path):
+        return f"file not found: {path}"
+    if not os.path.isfile(path):
+        return f"not a file: {path}"
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or exc}"
+    return None
+
+
+def _encrypted_key() -> bytes:
+    # load_cert_chain would otherwise prompt on the terminal for the key's password
+    raise ValueError("the private key is encrypted; give an unencrypted key file")
+
+
+def _key_pair_problem(cert: str, key: str, names: tuple[str, str]) -> tuple[str, str] | None:
+    """(config key, message) when the PEM certificate ``cert`` and key ``key`` (both readable
+    files) do not load together as a TLS server's certificate; None when they do."""
+    import ssl
+
+    cert_name, key_name = names
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key,
+                                                                password=_encrypted_key)
+    except ValueError as exc:
+        return key_name, str(exc)
+    except ssl.SSLError as exc:
+        if "KEY_VALUES_MISMATCH" in (exc.reason or ""):
+            return key_name, f"{key} is not the private key of the certificate in {cert_name} " \
+                             f"({cert})"
+        if "-----BEGIN CERTIFICATE-----" not in Path(cert).read_text(errors="replace"):
+            return cert_name, f"no PEM certificate in {cert}"
+        if "PRIVATE KEY-----" not in Path(key).read_text(errors="replace"):
+            return key_name, f"no PEM private key in {key}"
+        return cert_name, f"cannot load {cert} with the key {key}: {exc}"
+    return None
 
 
 # --------------------------------------------------------------------------- models
@@ -388,6 +454,8 @@ class PeerConfig(_Section):
     """One cluster member."""
 
     id: int = Field(gt=0, description="Node id (unique, > 0).")
+    # HOST:PORT is checked by Config.validate_semantics, so that one `oba config validate` run
+    # reports a bad address together with the other problems (missing TLS files...)
     addr: str = Field(description="Raft address HOST:PORT of this member.")
 
 
@@ -418,10 +486,19 @@ class ClusterConfig(_Section):
     dataDir: PathStr = Field(
         default="", description="Raft log and snapshots; empty: <storage.dataDir>/raft."
     )
-    raftTLSCert: PathStr = Field(default="", description="PEM certificate for Raft mutual TLS.")
-    raftTLSKey: PathStr = Field(default="", description="PEM key for raftTLSCert.")
+    raftTLSCert: PathStr = Field(
+        default="",
+        description="PEM certificate this node presents to its peers (mutual TLS, set with "
+        "raftTLSKey). Without raftTLSCA, the certificates in this file are also the only ones "
+        "peers may chain to: one self-signed certificate shared by every node, or the node's "
+        "certificate followed by its CA certificate(s) up to the self-signed root.",
+    )
+    raftTLSKey: PathStr = Field(default="", description="PEM private key of raftTLSCert.")
     raftTLSCA: PathStr = Field(
-        default="", description="CA bundle that peers' certificates must chain to."
+        default="",
+        description="PEM CA certificate(s), the self-signed root included, that peers' "
+        "certificates must chain to: the only ones trusted (never the system store). Empty: "
+        "the certificates in raftTLSCert.",
     )
 
     @field_validator("raftAddr")
@@ -502,6 +579,8 @@ class Config(BaseModel):
             )
         if bool(self.server.tlsCert) != bool(self.server.tlsKey):
             fail("server.tlsCert", "tlsCert and tlsKey must be set together")
+        self._check_pem_files(fail, ("server.tlsCert", self.server.tlsCert),
+                              ("server.tlsKey", self.server.tlsKey))
         if not self.storage.dataDir:
             fail("storage.dataDir", "must be set")
         cluster = self.cluster
@@ -516,19 +595,52 @@ class Config(BaseModel):
                 fail("cluster.peers", f"duplicate ids {dup}")
             if cluster.heartbeatTimeout >= cluster.electionTimeout:
                 fail("cluster.heartbeatTimeout", "must be shorter than cluster.electionTimeout")
-            if bool(cluster.raftTLSCert) != bool(cluster.raftTLSKey):
-                fail("cluster.raftTLSCert", "raftTLSCert and raftTLSKey must be set together")
+            for index, peer in enumerate(cluster.peers):
+                try:
+                    _check_peer_address(peer.addr)
+                except ValueError as exc:
+                    fail(f"cluster.peers[{index}].addr", str(exc))
+            self._check_raft_tls(fail)
         if errors:
             raise ConfigError(errors)
 
+    def _check_pem_files(self, fail: Callable[..., None], cert: tuple[str, str],
+                         key: tuple[str, str]) -> None:
+        """Each file set must be readable; a certificate and key set together must load."""
+        readable = True
+        for path, value in (cert, key):
+            if value and (problem := _file_problem(value)) is not None:
+                fail(path, problem)
+                readable = False
+        if readable and cert[1] and key[1]:
+            bad = _key_pair_problem(cert[1], key[1], (cert[0], key[0]))
+            if bad is not None:
+                fail(*bad)
+
+    def _check_raft_tls(self, fail: Callable[..., None]) -> None:
+        """Raft TLS files (cluster mode): readable, matching, and a node whose certificate its
+        own peers would accept (the checks `oba.raft.tls.make_ssl_contexts` makes at start)."""
+        c = self.cluster
+        if bool(c.raftTLSCert) != bool(c.raftTLSKey):
+            fail("cluster.raftTLSCert", "raftTLSCert and raftTLSKey must be set together")
+        if c.raftTLSCA and not (c.raftTLSCert or c.raftTLSKey):
+            fail("cluster.raftTLSCA", "is set but raftTLSCert and raftTLSKey are not: Raft "
+                 "traffic would not be encrypted")
+        if not (c.raftTLSCert and c.raftTLSKey):
+            for path, value in (("cluster.raftTLSCert", c.raftTLSCert),
+                                ("cluster.raftTLSKey", c.raftTLSKey),
+                                ("cluster.raftTLSCA", c.raftTLSCA)):
+                if value and (problem := _file_problem(value)) is not None:
+                    fail(path, problem)
+            return
+        from oba.raft.tls import check  # standard library only; the same checks as at start
+
+        for issue in check(c.raftTLSCert, c.raftTLSKey, c.raftTLSCA):
+            unset = issue.key == "cluster.raftTLSCA" and not c.raftTLSCA
+            fail(issue.key, issue.problem, at="cluster.raftTLSCert" if unset else None)
+
     def _origin_of(self, path: str) -> str:
-        parts = path.split(".")
-        while parts:
-            origin = self._origins.get(".".join(parts))
-            if origin is not None:
-                return origin
-            parts.pop()
-        return self._origins.get("", "<defaults>")
+        return _origin_in(self._origins, path)
 
 
 # --------------------------------------------------------------------------- model walking
@@ -611,7 +723,8 @@ def substitute_env(text: str, env: Mapping[str, str]) -> str:
 
 
 class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that records the line of every mapping key by dotted path."""
+    """SafeLoader that records the line of every mapping key and list item by path
+    (`cluster.peers[1].addr`, see `_display_path`)."""
 
     def __init__(self, stream: str, file: str) -> None:
         super().__init__(stream)
@@ -620,6 +733,13 @@ class _LineLoader(yaml.SafeLoader):
         self.problems: list[str] = []
 
     def record(self, node: yaml.Node, prefix: str) -> None:
+        if isinstance(node, yaml.SequenceNode):
+            base = prefix.removesuffix(".")
+            for index, item in enumerate(node.value):
+                path = f"{base}[{index}]"
+                self.lines[path] = item.start_mark.line + 1
+                self.record(item, path + ".")
+            return
         if not isinstance(node, yaml.MappingNode):
             return
         seen: set[str] = set()
@@ -682,16 +802,35 @@ def _flatten(overrides: Mapping[str, object], prefix: str = "") -> Iterator[tupl
             yield f"{prefix}{key}", value
 
 
+def _display_path(loc: tuple[int | str, ...]) -> str:
+    """`("cluster", "peers", 1, "addr")` → `cluster.peers[1].addr` (list items by index)."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _origin_in(origins: Mapping[str, str], path: str) -> str:
+    """Where `path` (or its closest enclosing key) was set."""
+    parts = path.split(".")
+    while parts:
+        origin = origins.get(".".join(parts))
+        if origin is not None:
+            return origin
+        last = parts.pop()
+        if "[" in last:  # cluster.peers[1] → cluster.peers
+            parts.append(last[: last.index("[")])
+    return origins.get("", "<defaults>")
+
+
 def _format_errors(exc: ValidationError, origins: Mapping[str, str]) -> list[str]:
     lines: list[tuple[tuple[str, int], str]] = []
     for error in exc.errors():
-        path = ".".join(str(part) for part in error["loc"])
-        parts = path.split(".")
-        origin = None
-        while parts and origin is None:
-            origin = origins.get(".".join(parts))
-            parts.pop()
-        origin = origin or origins.get("", "<defaults>")
+        path = _display_path(error["loc"])
+        origin = _origin_in(origins, path)
         message = error["msg"]
         if error["type"] == "extra_forbidden":
             message = "unknown key"

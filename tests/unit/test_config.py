@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import trustme
 import yaml
 
 from oba.config import (
@@ -120,7 +121,7 @@ def test_all_errors_reported_in_line_order(tmp_path: Path) -> None:
     assert [line.split(": ")[0] for line in lines] == [f"{path}:2", f"{path}:4", f"{path}:7"]
     assert "logging.level" in lines[0]
     assert "server.address" in lines[1]
-    assert "storage.indexes.uid.1" in lines[2]
+    assert "storage.indexes.uid[1]" in lines[2]
 
 
 def test_duplicate_key_is_an_error(tmp_path: Path) -> None:
@@ -288,7 +289,7 @@ def test_semantic_checks_name_the_line(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         "directory:\n  baseDN: dc=example,dc=com\n  rootDN: cn=admin,dc=example,dc=com\n"
-        "server:\n  tlsCert: /etc/cert.pem\n",
+        "server:\n  tlsCert: /nonexistent/cert.pem\n",
     )
     cfg = load_config(path, env={})
     with pytest.raises(ConfigError) as info:
@@ -296,6 +297,7 @@ def test_semantic_checks_name_the_line(tmp_path: Path) -> None:
     assert info.value.errors == [
         f"{path}:3: directory.rootPassword: must be set when directory.rootDN is set",
         f"{path}:5: server.tlsCert: tlsCert and tlsKey must be set together",
+        f"{path}:5: server.tlsCert: file not found: /nonexistent/cert.pem",
     ]
 
 
@@ -338,3 +340,220 @@ def test_local_config_used_by_make_run_is_valid() -> None:
     assert cfg.directory.rootDN == "cn=admin,dc=example,dc=com"
     assert cfg.directory.rootPassword == "admin"
     assert cfg.storage.dataDir == str(REPO / "data")
+
+
+# --------------------------------------------------------------------------- cluster checks
+
+NODE = """\
+directory:
+  baseDN: dc=example,dc=com
+  rootDN: cn=admin,dc=example,dc=com
+  rootPassword: admin
+storage:
+  dataDir: /var/lib/oba
+cluster:
+  enabled: true
+  nodeID: 1
+  peers:
+    - id: 1
+      addr: "node1:4445"
+    - id: 2
+      addr: "10.0.0.2:4445"
+    - id: 3
+      addr: "[fd00::3]:4445"
+"""
+
+
+def semantic_errors(path: str) -> list[str]:
+    cfg = load_config(path, env={})
+    with pytest.raises(ConfigError) as info:
+        cfg.validate_semantics()
+    return info.value.errors
+
+
+def pair(tmp_path: Path, name: str, ca: trustme.CA | None = None) -> tuple[str, str]:
+    """(cert file, key file): a self-signed certificate (a trustme CA's own), or a leaf issued
+    by ``ca`` (the leaf alone in its file)."""
+    cert, key = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
+    if ca is None:
+        own = trustme.CA()
+        own.cert_pem.write_to_path(str(cert))
+        own.private_key_pem.write_to_path(str(key))
+    else:
+        leaf = ca.issue_cert("127.0.0.1")
+        leaf.cert_chain_pems[0].write_to_path(str(cert))
+        leaf.private_key_pem.write_to_path(str(key))
+    return str(cert), str(key)
+
+
+def test_the_spec_cluster_block_is_valid(tmp_path: Path) -> None:
+    load_config(write(tmp_path, NODE), env={}).validate_semantics()
+
+
+@pytest.mark.parametrize(
+    ("addr", "message"),
+    [
+        ("nonsense", "invalid address 'nonsense': expected HOST:PORT, e.g. node1:4445"),
+        (":4445", "invalid address ':4445': a peer needs a host (HOST:PORT, e.g. node1:4445)"),
+        ("node2:0", "invalid address 'node2:0': expected HOST:PORT, e.g. node1:4445"),
+        ("node2:99999", "invalid address 'node2:99999': expected HOST:PORT, e.g. node1:4445"),
+        ("node2:", "invalid address 'node2:': expected HOST:PORT, e.g. node1:4445"),
+        ("bad host:4445", "invalid address 'bad host:4445': 'bad host' is not a host name or "
+                          "address"),
+        ("::1:4445", "invalid address '::1:4445': put IPv6 hosts in brackets, [::1]:4445"),
+        ("[nope]:4445", "invalid address '[nope]:4445': [nope] is no IPv6 address"),
+    ],
+)
+def test_peer_address_must_be_host_and_port(tmp_path: Path, addr: str, message: str) -> None:
+    path = write(tmp_path, NODE.replace('"10.0.0.2:4445"', repr(addr)))
+    assert semantic_errors(path) == [f"{path}:14: cluster.peers[1].addr: {message}"]
+
+
+@pytest.mark.parametrize("addr", ["node1:4445", "oba-node1:4445", "oba_node1:1", "10.0.0.1:4445",
+                                  "node1.example.com.:4445",
+                                  "[::1]:4445", "node1.example.com:65535"])
+def test_good_peer_addresses(tmp_path: Path, addr: str) -> None:
+    path = write(tmp_path, NODE.replace('"10.0.0.2:4445"', repr(addr)))
+    load_config(path, env={}).validate_semantics()
+
+
+def test_peer_address_error_in_a_flow_mapping_points_at_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, NODE + "    - {id: 4, addr: nonsense}\n")
+    assert semantic_errors(path) == [
+        f"{path}:17: cluster.peers[3].addr: invalid address 'nonsense': expected HOST:PORT, "
+        "e.g. node1:4445"]
+
+
+def test_list_item_type_errors_point_at_the_item(tmp_path: Path) -> None:
+    path = write(tmp_path, NODE.replace("    - id: 3\n", "    - id: three\n"))
+    (line,) = errors_of(path)
+    assert line.startswith(f"{path}:15: cluster.peers[2].id: Input should be a valid integer")
+
+
+def test_every_cluster_problem_is_reported_at_once(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    path = write(tmp_path, NODE.replace('"10.0.0.2:4445"', "nonsense") + (
+        f"  raftTLSCert: {missing}/raft.crt\n"
+        f"  raftTLSKey: {missing}/raft.key\n"
+        f"  raftTLSCA: {missing}/ca.pem\n"
+        "server:\n"
+        f"  tlsCert: {missing}/ldap.crt\n"
+        f"  tlsKey: {tmp_path}\n"))
+    assert semantic_errors(path) == [
+        f"{path}:21: server.tlsCert: file not found: {missing}/ldap.crt",
+        f"{path}:22: server.tlsKey: not a file: {tmp_path}",
+        f"{path}:14: cluster.peers[1].addr: invalid address 'nonsense': expected HOST:PORT, "
+        "e.g. node1:4445",
+        f"{path}:17: cluster.raftTLSCert: file not found: {missing}/raft.crt",
+        f"{path}:18: cluster.raftTLSKey: file not found: {missing}/raft.key",
+        f"{path}:19: cluster.raftTLSCA: file not found: {missing}/ca.pem",
+    ]
+
+
+def test_raft_tls_files_are_checked_only_in_cluster_mode(tmp_path: Path) -> None:
+    path = write(tmp_path, NODE.replace("enabled: true", "enabled: false")
+                 + "  raftTLSCert: /missing/raft.crt\n  raftTLSKey: /missing/raft.key\n")
+    load_config(path, env={}).validate_semantics()
+
+
+def test_one_shared_self_signed_certificate_is_enough(tmp_path: Path) -> None:
+    cert, key = pair(tmp_path, "raft")
+    path = write(tmp_path, NODE + f"  raftTLSCert: {cert}\n  raftTLSKey: {key}\n")
+    load_config(path, env={}).validate_semantics()
+
+
+def test_a_leaf_alone_needs_raft_tls_ca(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert, key = pair(tmp_path, "node1", ca)
+    path = write(tmp_path, NODE + f"  raftTLSCert: {cert}\n  raftTLSKey: {key}\n")
+    (line,) = semantic_errors(path)
+    assert line.startswith(f"{path}:17: cluster.raftTLSCA: must be set: the certificate in "
+                           f"cluster.raftTLSCert ({cert}) is not self-signed")
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    load_config(write(tmp_path, NODE + f"  raftTLSCert: {cert}\n  raftTLSKey: {key}\n"
+                      f"  raftTLSCA: {ca_file}\n"), env={}).validate_semantics()
+
+
+def test_a_key_that_does_not_match_is_reported(tmp_path: Path) -> None:
+    cert, _ = pair(tmp_path, "a")
+    _, other_key = pair(tmp_path, "b")
+    path = write(tmp_path, NODE + f"  raftTLSCert: {cert}\n  raftTLSKey: {other_key}\n"
+                 f"server:\n  tlsCert: {cert}\n  tlsKey: {other_key}\n")
+    assert semantic_errors(path) == [
+        f"{path}:21: server.tlsKey: {other_key} is not the private key of the certificate in "
+        f"server.tlsCert ({cert})",
+        f"{path}:18: cluster.raftTLSKey: {other_key} is not the private key of the certificate "
+        f"in cluster.raftTLSCert ({cert})",
+    ]
+
+
+def test_server_tls_files_that_are_not_pem(tmp_path: Path) -> None:
+    cert, key = pair(tmp_path, "ldap")
+    junk = tmp_path / "junk"
+    junk.write_text("not pem\n")
+    base = "directory:\n  baseDN: dc=example,dc=com\nserver:\n"
+    assert semantic_errors(write(tmp_path, base + f"  tlsCert: {junk}\n  tlsKey: {key}\n")) == [
+        f"{tmp_path}/oba.yaml:4: server.tlsCert: no PEM certificate in {junk}"]
+    assert semantic_errors(write(tmp_path, base + f"  tlsCert: {cert}\n  tlsKey: {junk}\n")) == [
+        f"{tmp_path}/oba.yaml:5: server.tlsKey: no PEM private key in {junk}"]
+    load_config(write(tmp_path, base + f"  tlsCert: {cert}\n  tlsKey: {key}\n"),
+                env={}).validate_semantics()
+
+
+def test_raft_tls_ca_alone_is_an_error(tmp_path: Path) -> None:
+    ca_file = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca_file))
+    path = write(tmp_path, NODE + f"  raftTLSCA: {ca_file}\n")
+    assert semantic_errors(path) == [
+        f"{path}:17: cluster.raftTLSCA: is set but raftTLSCert and raftTLSKey are not: Raft "
+        "traffic would not be encrypted"]
+
+
+def test_raft_tls_paths_from_the_environment_name_the_variable(tmp_path: Path) -> None:
+    path = write(tmp_path, NODE)
+    cfg = load_config(path, env={"OBA_CLUSTER_RAFT_TLS_CERT": "/missing/raft.crt",
+                                 "OBA_CLUSTER_RAFT_TLS_KEY": "/missing/raft.key"})
+    with pytest.raises(ConfigError) as info:
+        cfg.validate_semantics()
+    assert info.value.errors == [
+        "<env OBA_CLUSTER_RAFT_TLS_CERT>: cluster.raftTLSCert: file not found: /missing/raft.crt",
+        "<env OBA_CLUSTER_RAFT_TLS_KEY>: cluster.raftTLSKey: file not found: /missing/raft.key"]
+
+
+def test_oba_config_validate_and_oba_serve_report_the_same_lines(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from oba.cli import app
+
+    path = write(tmp_path, NODE.replace('"10.0.0.2:4445"', "nonsense")
+                 + "  raftTLSCert: /missing/raft.crt\n  raftTLSKey: /missing/raft.key\n")
+    expected = [
+        f"{path}:14: cluster.peers[1].addr: invalid address 'nonsense': expected HOST:PORT, "
+        "e.g. node1:4445",
+        f"{path}:17: cluster.raftTLSCert: file not found: /missing/raft.crt",
+        f"{path}:18: cluster.raftTLSKey: file not found: /missing/raft.key",
+    ]
+    runner = CliRunner()
+    for args in (["config", "validate", "--config", path], ["serve", "--config", path]):
+        result = runner.invoke(app, args, env={})
+        assert result.exit_code == 1, result.output
+        lines = [line.strip() for line in result.output.splitlines()]
+        assert [line for line in lines if line.startswith(f"{path}:")] == expected, result.output
+        assert "Traceback" not in result.output
+
+
+def test_an_encrypted_server_key_is_reported_without_a_prompt(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    ca = trustme.CA()
+    cert, key = tmp_path / "ldap.crt", tmp_path / "ldap.key"
+    ca.cert_pem.write_to_path(str(cert))
+    plain = serialization.load_pem_private_key(ca.private_key_pem.bytes(), None)
+    key.write_bytes(plain.private_bytes(serialization.Encoding.PEM,
+                                        serialization.PrivateFormat.PKCS8,
+                                        serialization.BestAvailableEncryption(b"pw")))
+    path = write(tmp_path, f"directory:\n  baseDN: dc=example,dc=com\nserver:\n"
+                           f"  tlsCert: {cert}\n  tlsKey: {key}\n")
+    assert semantic_errors(path) == [
+        f"{path}:5: server.tlsKey: the private key is encrypted; give an unencrypted key file"]

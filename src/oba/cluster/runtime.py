@@ -47,7 +47,7 @@ from oba.cluster.raft_replicator import RaftReplicator
 from oba.config import Config
 from oba.directory.apply import ApplyContext
 from oba.raft.node import NodeConfig, NotLeader, RaftNode
-from oba.raft.transport import make_ssl_contexts
+from oba.raft.tls import describe_trust, make_ssl_contexts
 from oba.raft.types import ConfChange, Role
 from oba.storage import Store
 
@@ -85,7 +85,12 @@ class ClusterRuntime:
         self.config = config
         server_ssl = client_ssl = None
         if c.raftTLSCert and c.raftTLSKey:
+            # raises RaftTLSError (an OSError naming the key to fix): the node does not start
             server_ssl, client_ssl = make_ssl_contexts(c.raftTLSCert, c.raftTLSKey, c.raftTLSCA)
+            log.info("raft TLS: %s", describe_trust(c.raftTLSCert, c.raftTLSCA))
+        else:
+            log.info("raft TLS: off (cluster.raftTLSCert/raftTLSKey not set): Raft traffic "
+                     "between nodes is plain TCP")
         self.peers = {p.id: p.addr for p in c.peers}
         if len(self.peers) % 2 == 0:
             log.warning("cluster.peers lists %d members: an even number tolerates no more "
