@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import importlib
 import json
 import logging
 import os
@@ -42,11 +44,17 @@ from oba.storage import DEFAULT_INDEXES, Store
 from oba.storage.lmdbstore import IncompleteImport
 
 if TYPE_CHECKING:  # cluster mode
+    from starlette.types import ASGIApp
+
     from oba.cluster.runtime import ClusterRuntime
     from oba.server.tls import ServerTLS
     from oba.server.workers import WorkerPool
 
 log = logging.getLogger("oba")
+# what the node imports on the loop once the LDAP listener serves (``prepare_front_ends``
+# imports them earlier, in a worker thread)
+FRONT_END_MODULES = ("oba.server.tls", "oba.server.workers", "oba.rest.server", "oba.web.server")
+LOOP_WATCH_PERIOD = 0.02  # seconds between two wake-ups of ``NodeRuntime.watch_loop``
 
 
 class _JSONFormatter(logging.Formatter):
@@ -158,6 +166,9 @@ class NodeRuntime:
         # async callables run (in reverse order) when the node stops: REST server, cluster...
         self.stoppers: list[Callable[[], Awaitable[None]]] = []
         self.workers: WorkerPool | None = None  # set when server.workers > 1
+        # the REST app (oba.rest.server.prepare_rest_app), when the REST API or the web admin
+        # is enabled; shared by both
+        self.rest_app: ASGIApp | None = None
 
     async def bootstrap(self) -> None:
         """On first start (empty database) create the base entry, or load the example tree."""
@@ -190,6 +201,42 @@ class NodeRuntime:
                            _now(), str(uuid.uuid4())))
             if res.code != ResultCode.SUCCESS:
                 raise RuntimeError(f"example data: {rec.dn}: {res.code} {res.message}")
+
+    async def prepare_front_ends(self) -> None:
+        """Before anything serves (in cluster mode: before the Raft node ticks), in a worker
+        thread: import the front ends and build the REST app, warmed up. About a second of CPU
+        that must not run on the loop once it serves LDAP and Raft (a first REST request doing
+        FastAPI's lazy work froze a node for ~220 ms, longer than an election timeout).
+        Then every object made so far (modules, schema, the app: some 100,000) is collected
+        and frozen out of the garbage collector, whose full collections would otherwise walk
+        them all, on the loop, for 40-100 ms each."""
+        await asyncio.to_thread(self._prepare_front_ends)
+
+    def _prepare_front_ends(self) -> None:
+        for name in FRONT_END_MODULES:
+            importlib.import_module(name)
+        if self.config.rest.enabled or self.config.web.enabled:
+            from oba.rest.server import prepare_rest_app
+
+            prepare_rest_app(self)
+        gc.collect()
+        gc.freeze()
+
+    async def watch_loop(self) -> None:
+        """Wake up every ``LOOP_WATCH_PERIOD`` and measure how late: later than the election
+        timeout means something blocked the loop, which runs LDAP, REST and Raft alike (a
+        follower missing heartbeats that long may start an election). Counted in the metrics
+        (``oba_event_loop_*``) and logged as a warning."""
+        threshold = self.config.cluster.electionTimeout.total_seconds()
+        stats = self.node.stats
+        while True:
+            start = time.monotonic()
+            await asyncio.sleep(LOOP_WATCH_PERIOD)
+            late = time.monotonic() - start - LOOP_WATCH_PERIOD
+            if stats.observe_loop_lag(late, threshold):
+                log.warning("the event loop was blocked for %.0f ms (over "
+                            "cluster.electionTimeout, %.0f ms): LDAP, REST and Raft all waited",
+                            late * 1000, threshold * 1000)
 
     async def start_core_extras(self) -> None:
         """Before any listener opens: the ACL engine (so no request sees the default policy
@@ -233,7 +280,10 @@ class NodeRuntime:
         self.replicator.add_listener(self.node.events.publish)
         self.replicator.start()
         pid_file = self.config.server.pidFile
+        watcher: asyncio.Task[None] | None = None
         try:
+            await self.prepare_front_ends()
+            watcher = asyncio.create_task(self.watch_loop(), name="loop watcher")
             if self.cluster is not None:  # cluster mode: the leader bootstraps, once
                 await self.cluster.start(self.bootstrap)
             else:
@@ -266,6 +316,8 @@ class NodeRuntime:
             await self.stopping.wait()
             log.info("stopping")
         finally:
+            if watcher is not None:
+                watcher.cancel()
             for stop in reversed(self.stoppers):
                 await stop()
             await self.ldap.stop()

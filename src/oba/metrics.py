@@ -101,6 +101,15 @@ class NodeCollector(Collector):
         if self.rest_requests is not None:
             yield CounterMetricFamily("oba_rest_requests", "REST API requests.",
                                       value=self.rest_requests())
+        yield CounterMetricFamily("oba_event_loop_stalls",
+                                  "Event-loop wake-ups later than the election timeout.",
+                                  value=st.loop_stalls)
+        yield CounterMetricFamily("oba_event_loop_stalled_seconds",
+                                  "Total lateness of those wake-ups.",
+                                  value=st.loop_stalled_seconds)
+        yield GaugeMetricFamily("oba_event_loop_lag_max_seconds",
+                                "Largest event-loop wake-up lateness since the node started.",
+                                value=st.loop_lag_max)
         yield GaugeMetricFamily("oba_uptime_seconds", "Seconds since the node started.",
                                 value=max(0.0, time.time() - st.started))
         yield _info(self.node.version)

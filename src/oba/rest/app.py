@@ -4,13 +4,18 @@ Rules for this module: ``create_app(state)`` builds a complete app; ``state`` ma
 to render the OpenAPI document (docs, tests). Every error leaves through one of the handlers
 here as ``{error, code, message, resultCode?}`` — unknown routes (404), wrong methods (405),
 request validation (422, FastAPI's own shape rewritten) and directory errors included; the
-OpenAPI document says so (its 422 responses use ``ErrorBody``).
+OpenAPI document says so (its 422 responses use ``ErrorBody``). ``build_app(state)`` is
+``create_app`` plus ``warm_up``: the servers call it in a worker thread, so that no first request
+does FastAPI's, pydantic's or anyio's lazy first-use work on the node's event loop.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -39,6 +44,9 @@ DESCRIPTION = (
     "`POST /api/v1/auth/bind`) or HTTP Basic with a bind DN and password. Every error is "
     "`{error, code, message, resultCode?}`."
 )
+# imported by the first request that needs them: anyio's asyncio backend (thread pools,
+# streamed responses, memory streams)
+WARM_IMPORTS = ("anyio._backends._asyncio",)
 
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
@@ -123,4 +131,32 @@ def create_app(state: RestState | None) -> FastAPI:
     app.add_middleware(mw.RequestCounter, on_request=count)
     app.add_middleware(mw.Guard)
     app.add_middleware(mw.RequestId)
+    return app
+
+
+def warm_up(app: FastAPI) -> None:
+    """Do now the work FastAPI, Starlette and anyio otherwise do on the first request that needs
+    it, on the event loop: FastAPI builds every route's request and response models (pydantic
+    schemas, tens of ms per router) on the first request that reaches that router, and the
+    OpenAPI document (over 100 ms) on the first ``/openapi.json``; Starlette builds its
+    middleware stack on the first request; anyio imports its backend and most of its API on
+    first use. CPU-bound (hundreds of ms): call it before the app serves, in a worker thread
+    (``build_app``), never on a running loop."""
+    for name in WARM_IMPORTS:  # internal names: a later version may move them
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    for name in dir(anyio):  # anyio imports its public names lazily, on first access
+        with contextlib.suppress(ImportError, AttributeError):
+            getattr(anyio, name)
+    # the OpenAPI document walks every route, so FastAPI builds (and keeps) the per-route
+    # state it would otherwise build when the first request reaches each router
+    app.openapi()
+    if app.middleware_stack is None:
+        app.middleware_stack = app.build_middleware_stack()
+
+
+def build_app(state: RestState) -> FastAPI:
+    """``create_app(state)``, warmed up: what a server serves. Run it in a worker thread."""
+    app = create_app(state)
+    warm_up(app)
     return app

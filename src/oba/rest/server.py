@@ -6,6 +6,11 @@ both). ``start_rest`` returns once the listeners are bound (or raises ``OSError`
 back an async ``stop`` that asks uvicorn to exit, forcing it after ``STOP_GRACE`` seconds.
 HTTPS listens on ``rest.tlsAddress`` when it and ``server.tlsCert``/``tlsKey`` are set, and
 serves the certificate ``oba.server.tls`` keeps current (a reload there applies here too).
+Nothing heavy runs on the loop, which also runs LDAP and Raft: ``prepare_rest_app(runtime)``
+builds and warms up the node's one REST app (``oba.rest.app.build_app``) and keeps it as
+``runtime.rest_app`` (the web admin serves the same one); the runtime calls it in a worker
+thread before anything serves, and ``start_rest`` does (a no-op then) too. Each uvicorn config
+is loaded (protocol imports, TLS files) in a worker thread as well.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp
 
-from oba.rest.app import create_app
+from oba.rest.app import build_app
 from oba.rest.state import RestState
 
 log = logging.getLogger("oba.rest")
@@ -44,13 +50,29 @@ def _level(config_level: str) -> str:
     return "debug" if config_level == "debug" else "warning"
 
 
+def prepare_rest_app(runtime: Any) -> ASGIApp:
+    """The node's REST app, ``runtime.rest_app``: built and warmed up on the first call (CPU-bound,
+    hundreds of ms: call it in a worker thread, never on the running loop)."""
+    app: ASGIApp | None = getattr(runtime, "rest_app", None)
+    if app is None:
+        node = runtime.node
+        rest = node.config.rest
+        secret = rest.jwtSecret.encode("utf-8") if rest.jwtSecret else secrets.token_bytes(32)
+        app = runtime.rest_app = build_app(RestState(node=node, runtime=runtime, secret=secret))
+    return app
+
+
+async def loaded_server(config: uvicorn.Config) -> _InLoopServer:
+    """A server for ``config``, loaded in a worker thread (uvicorn imports its protocol classes
+    and reads TLS files when it loads), so that ``serve()`` does none of it on the loop."""
+    await asyncio.to_thread(config.load)
+    return _InLoopServer(config)
+
+
 async def start_rest(runtime: Any) -> Callable[[], Awaitable[None]]:
-    node = runtime.node
-    cfg = node.config
+    cfg = runtime.node.config
     rest = cfg.rest
-    secret = rest.jwtSecret.encode("utf-8") if rest.jwtSecret else secrets.token_bytes(32)
-    state = RestState(node=node, runtime=runtime, secret=secret)
-    app = create_app(state)
+    app = await asyncio.to_thread(prepare_rest_app, runtime)
     listeners: list[tuple[str, dict[str, Any]]] = [(rest.address, {})]
     if rest.tlsAddress and cfg.server.tlsCert and cfg.server.tlsKey:
         listeners.append((rest.tlsAddress, {"ssl_certfile": cfg.server.tlsCert,
@@ -59,14 +81,13 @@ async def start_rest(runtime: Any) -> Callable[[], Awaitable[None]]:
     try:
         for address, extra in listeners:
             host, port = split_address(address)
-            server = _InLoopServer(uvicorn.Config(
+            server = await loaded_server(uvicorn.Config(
                 app, host=host, port=port, loop="none", lifespan="off", log_config=None,
                 log_level=_level(str(cfg.logging.level)), access_log=False,
                 proxy_headers=False, server_header=False, **extra))
             tls = getattr(runtime, "tls", None)
             if extra and tls is not None:
                 # serve the certificate oba.server.tls keeps current (reloaded on change)
-                server.config.load()
                 assert server.config.ssl is not None
                 server.config.ssl.sni_callback = tls.sni_switch
             task = asyncio.create_task(server.serve(), name=f"rest {address}")

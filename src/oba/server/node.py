@@ -43,6 +43,11 @@ class Stats:
                                           0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
     latency_counts: dict[str, list[int]] = field(default_factory=dict)
     latency_sums: dict[str, float] = field(default_factory=dict)
+    # event-loop stalls, measured by the runtime (``NodeRuntime.watch_loop``): wake-ups later
+    # than the election timeout, their total lateness, and the largest lateness seen
+    loop_stalls: int = 0
+    loop_stalled_seconds: float = 0.0
+    loop_lag_max: float = 0.0
     _open: int = 0
     # with listener workers: every process's open connections (``server.workers``)
     board: ConnectionBoard | None = field(default=None, repr=False)
@@ -71,6 +76,16 @@ class Stats:
         counts[bisect_left(self.latency_buckets, seconds)] += 1  # first bound >= seconds
         self.latency_sums[op] = self.latency_sums.get(op, 0.0) + seconds
 
+    def observe_loop_lag(self, late: float, threshold: float) -> bool:
+        """Record one wake-up of the loop watcher ``late`` seconds late; True (a stall) when
+        that is over ``threshold``."""
+        self.loop_lag_max = max(self.loop_lag_max, late)
+        if late <= threshold:
+            return False
+        self.loop_stalls += 1
+        self.loop_stalled_seconds += late
+        return True
+
     def snapshot(self) -> dict[str, Any]:
         """The counters as plain data (a listener worker sends them to the writer)."""
         return {"connections": self.connections, "total": self.total_connections,
@@ -86,7 +101,9 @@ class Stats:
                     operations=Counter(self.operations), results=Counter(self.results),
                     op_results=Counter(self.op_results),
                     latency_counts={k: list(v) for k, v in self.latency_counts.items()},
-                    latency_sums=dict(self.latency_sums))
+                    latency_sums=dict(self.latency_sums), loop_stalls=self.loop_stalls,
+                    loop_stalled_seconds=self.loop_stalled_seconds,
+                    loop_lag_max=self.loop_lag_max)
         for snap in snapshots:
             out._open += int(snap["connections"])
             out.total_connections += int(snap["total"])

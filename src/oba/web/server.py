@@ -3,18 +3,18 @@
 Rules for this module: the node serves the pages itself — uvicorn runs as a task of the node's
 own loop, exactly as ``oba.rest.server`` runs the REST API (no thread, no second loop, no
 signal handling). Requests under ``/api/`` (and ``/openapi.json``, ``/docs``) go in-process to
-the node's REST application: the one ``oba.rest.server`` built when ``runtime.rest_app`` exists,
-else a private one built the same way, so the REST API need not be enabled for the pages to
-work. Everything else is a file under ``static/`` (``/`` is ``index.html``); the pages route
-with the URL fragment, so no server-side fallback is needed. Static answers carry a strict
-Content-Security-Policy (same-origin scripts and styles only).
+the node's REST application, ``runtime.rest_app`` from ``oba.rest.server.prepare_rest_app``
+(built and warmed up in a worker thread; also when the REST API is not enabled, so the pages
+work without it). Everything else is a file under ``static/`` (``/`` is ``index.html``); the
+pages route with the URL fragment, so no server-side fallback is needed. Static answers carry a
+strict Content-Security-Policy (same-origin scripts and styles only). The uvicorn config is
+loaded in a worker thread too: nothing heavy runs on the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -25,15 +25,14 @@ from starlette.responses import PlainTextResponse
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from oba.rest.app import create_app
 from oba.rest.server import (
-    _InLoopServer,
     _level,
     _stop_all,
     _wait_started,
+    loaded_server,
+    prepare_rest_app,
     split_address,
 )
-from oba.rest.state import RestState
 
 log = logging.getLogger("oba.web")
 START_TIMEOUT = 10.0
@@ -74,25 +73,13 @@ class WebApp:
             await response(scope, receive, send_with_headers)
 
 
-def rest_app_for(runtime: Any) -> ASGIApp:
-    """The node's REST app if the REST server exposes it, else a new one on the node."""
-    shared = getattr(runtime, "rest_app", None)
-    if shared is not None:
-        app: ASGIApp = shared
-        return app
-    node = runtime.node
-    rest = node.config.rest
-    secret = rest.jwtSecret.encode("utf-8") if rest.jwtSecret else secrets.token_bytes(32)
-    return create_app(RestState(node=node, runtime=runtime, secret=secret))
-
-
 async def start_web(runtime: Any) -> Callable[[], Awaitable[None]] | None:
     """Listen on ``web.address``; return an async ``stop``. Raises ``OSError`` if it cannot."""
     cfg = runtime.node.config
     address = str(cfg.web.address)
     host, port = split_address(address)
-    app = WebApp(rest_app_for(runtime))
-    server = _InLoopServer(uvicorn.Config(
+    app = WebApp(await asyncio.to_thread(prepare_rest_app, runtime))
+    server = await loaded_server(uvicorn.Config(
         app, host=host, port=port, loop="none", lifespan="off", log_config=None,
         log_level=_level(str(cfg.logging.level)), access_log=False, proxy_headers=False,
         server_header=False))
