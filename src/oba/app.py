@@ -276,6 +276,14 @@ class NodeRuntime:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stopping.set)
+        fatal: list[BaseException] = []
+
+        def on_fatal(exc: BaseException) -> None:
+            fatal.append(exc)
+            self.stopping.set()
+
+        if self.cluster is not None:
+            self.cluster.on_fatal = on_fatal
         self.node.events = ChangeHub(loop)
         self.replicator.add_listener(self.node.events.publish)
         self.replicator.start()
@@ -328,7 +336,7 @@ class NodeRuntime:
             if pid_file:
                 with contextlib.suppress(OSError):
                     Path(pid_file).unlink()
-        return 0
+        return 1 if fatal else 0
 
 
 Attrs = tuple[tuple[str, tuple[bytes, ...]], ...]

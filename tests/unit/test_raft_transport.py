@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import struct
 from collections.abc import Awaitable, Callable
@@ -11,15 +12,18 @@ from pathlib import Path
 import msgpack
 import pytest
 import trustme
+import uvloop
 
 from oba.raft.transport import (
     MAX_FRAME,
     Frame,
     FrameError,
+    LinkTiming,
     Transport,
     decode_body,
     encode_frame,
     make_ssl_contexts,
+    read_frame,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -73,7 +77,9 @@ async def _until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
 
 
 def _run(coro: Awaitable[None]) -> None:
-    asyncio.run(coro)  # type: ignore[arg-type]
+    """On uvloop, the loop every node runs (its TLS and stream behaviour differ in places)."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(coro)  # type: ignore[arg-type]
 
 
 def test_frames_roundtrip_and_reject_garbage() -> None:
@@ -123,7 +129,10 @@ def test_oversized_or_malformed_frame_closes_the_connection(tmp_path: Path) -> N
                     writer.write(encode_frame({"k": "hello", "id": 1}))
                 writer.write(bad)
                 await writer.drain()
-                assert await asyncio.wait_for(reader.read(), 5.0) == b""  # closed by b
+                # b answers the hello with its welcome at most, then closes the connection
+                welcome = encode_frame({"k": "welcome", "id": 2})
+                with contextlib.suppress(ConnectionResetError):
+                    assert await asyncio.wait_for(reader.read(), 5.0) in (b"", welcome)
                 writer.close()
             assert box_b.messages == []
         finally:
@@ -168,3 +177,203 @@ def test_mutual_tls_refuses_a_certificate_from_another_ca(tmp_path: Path) -> Non
 
     _run(main(bad=False))
     _run(main(bad=True))
+
+
+# ---------------------------------------------------------------------- liveness of a link
+
+FAST = LinkTiming(ping_interval=0.05, dead_after=0.2, connect_timeout=1.0, backoff_max=0.2)
+
+
+class _Forwarder:
+    """A middlebox on loopback: accepts at once, then connects onward to ``target``; ``hold``
+    stops forwarding both ways on every connection (bytes stay in the kernel), and new
+    connections are accepted but not connected onward until ``release``."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.held = asyncio.Event()
+        self.released = asyncio.Event()
+        self.released.set()
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self.accepted = 0
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    def hold(self) -> None:
+        self.released.clear()
+
+    def release(self) -> None:
+        self.released.set()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        await self.released.wait()
+        try:
+            up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, ConnectionError):
+                while data := await src.read(65536):
+                    await self.released.wait()
+                    dst.write(data)
+                    await dst.drain()
+            await self.released.wait()  # a held path holds the close too
+            dst.transport.abort()
+
+        await asyncio.gather(pump(reader, up_w), pump(up_r, writer))
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _via(tmp_path: Path, peers_a: dict[int, str], peers_b: dict[int, str],
+         lost: list[int] | None = None) -> tuple[Transport, Transport, Inbox, Inbox]:
+    boxes = [Inbox(), Inbox()]
+    a = Transport(1, peers_a[1], peers_a, on_message=boxes[0].on_message,
+                  on_request=boxes[0].on_request, on_snapshot=boxes[0].on_snapshot,
+                  snapshot_dir=tmp_path / "s1", timing=FAST,
+                  on_lost=None if lost is None else lost.append)
+    b = Transport(2, peers_b[2], peers_b, on_message=boxes[1].on_message,
+                  on_request=boxes[1].on_request, on_snapshot=boxes[1].on_snapshot,
+                  snapshot_dir=tmp_path / "s2", timing=FAST)
+    return a, b, boxes[0], boxes[1]
+
+
+def test_a_middlebox_that_accepts_but_never_connects_is_not_a_connection(tmp_path: Path
+                                                                         ) -> None:
+    """The proxy accepts at once; the peer behind it never answers: not connected, the dial
+    is torn down after dead_after and retried, a request fails as never sent; once the
+    middlebox connects onward, the link comes up and messages flow."""
+
+    async def main() -> None:
+        pa, pb = _free_port(), _free_port()
+        box = _Forwarder(pb)
+        await box.start()
+        box.hold()
+        a, b, _, box_b = _via(tmp_path, {1: f"127.0.0.1:{pa}", 2: f"127.0.0.1:{box.port}"},
+                              {1: f"127.0.0.1:{pa}", 2: f"127.0.0.1:{pb}"})
+        await a.start()
+        await b.start()
+        try:
+            # torn down and redialled, not stuck on the first dial; never "connected"
+            await _until(lambda: box.accepted >= 3, 10.0)
+            assert not a.connected(2)
+            with pytest.raises(ConnectionError):
+                await a.request(2, {"x": 1}, 2.0)
+            box.release()
+            a.send(2, {"k": "m", "m": {"n": 1}})
+            await _until(lambda: a.connected(2), 3.0)
+            await _until(lambda: any(f == {"k": "m", "m": {"n": 1}}
+                                     for _, f in box_b.messages), 3.0)
+            assert await a.request(2, {"x": "after"}, 2.0) == {"echo": "after", "from": 1}
+        finally:
+            await a.stop()
+            await b.stop()
+            box.close()
+
+    _run(main())
+
+
+def test_a_link_that_stops_moving_is_torn_down_and_redialled(tmp_path: Path) -> None:
+    """An established link whose middlebox starts holding every byte (a route that drops
+    packets, a frozen peer): within a few ping intervals the sender no longer calls it
+    connected, does not report the peer as gone (it may be slow), and when the path heals
+    a new connection carries messages again."""
+
+    async def main() -> None:
+        pa, pb = _free_port(), _free_port()
+        box = _Forwarder(pb)
+        await box.start()
+        lost: list[int] = []
+        a, b, _, box_b = _via(tmp_path, {1: f"127.0.0.1:{pa}", 2: f"127.0.0.1:{box.port}"},
+                              {1: f"127.0.0.1:{pa}", 2: f"127.0.0.1:{pb}"}, lost)
+        await a.start()
+        await b.start()
+        try:
+            await _until(lambda: a.connected(2), 3.0)
+            lost.clear()  # (b may have started after a's first dial: that one was refused)
+            box.hold()
+            t0 = asyncio.get_running_loop().time()
+            await _until(lambda: not a.connected(2), 3.0)
+            took = asyncio.get_running_loop().time() - t0
+            assert took < FAST.dead_after + 4 * FAST.ping_interval + 0.5
+            assert lost == []  # silence is not death
+            pending = asyncio.ensure_future(a.request(2, {"x": "held"}, 5.0))
+            await asyncio.sleep(0.5)
+            assert not a.connected(2)
+            box.release()
+            await _until(lambda: a.connected(2), 3.0)
+            with contextlib.suppress(ConnectionError):
+                await pending  # failed with the dead connection, or answered after the heal
+            a.send(2, {"k": "m", "m": {"n": 2}})
+            await _until(lambda: any(f == {"k": "m", "m": {"n": 2}}
+                                     for _, f in box_b.messages), 3.0)
+            assert a.link_stats()[2]["reconnects"] >= 1
+        finally:
+            await a.stop()
+            await b.stop()
+            box.close()
+
+    _run(main())
+
+
+def test_a_peer_that_goes_away_behind_a_middlebox_is_reported_lost(tmp_path: Path) -> None:
+    """When the peer process dies the middlebox closes our side: that is ``on_lost`` (a
+    follower then campaigns at once instead of waiting out an election timeout)."""
+
+    async def main() -> None:
+        pa, pb = _free_port(), _free_port()
+        box = _Forwarder(pb)
+        await box.start()
+        lost: list[int] = []
+        a, b, _, _ = _via(tmp_path, {1: f"127.0.0.1:{pa}", 2: f"127.0.0.1:{box.port}"},
+                          {1: f"127.0.0.1:{pa}", 2: f"127.0.0.1:{pb}"}, lost)
+        await a.start()
+        await b.start()
+        try:
+            await _until(lambda: a.connected(2), 3.0)
+            await b.stop()
+            await _until(lambda: 2 in lost, 3.0)
+            await _until(lambda: not a.connected(2), 3.0)
+        finally:
+            await a.stop()
+            box.close()
+
+    _run(main())
+
+
+def test_an_idle_inbound_connection_is_closed(tmp_path: Path) -> None:
+    async def main() -> None:
+        a, b, _, _ = _pair(tmp_path)
+        b.timing = FAST
+        await b.start()
+        try:
+            host, port = b.listen_addr.split(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(encode_frame({"k": "hello", "id": 1, "to": 2, "ch": "raft"}))
+            assert (await read_frame(reader)) == {"k": "welcome", "id": 2}
+            t0 = asyncio.get_running_loop().time()
+            with contextlib.suppress(ConnectionError):
+                assert await asyncio.wait_for(reader.read(), 3.0) == b""
+            assert asyncio.get_running_loop().time() - t0 < 1.0
+            writer.close()
+        finally:
+            await b.stop()
+        del a
+
+    _run(main())

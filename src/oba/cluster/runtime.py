@@ -109,6 +109,9 @@ class ClusterRuntime:
         self.replicator.attach(self.node)
         self.node.request_handlers["admin"] = self._serve_admin
         self.node.on_event = self._on_event
+        self.node.on_fatal = self._on_fatal
+        # set by the app: stop this process (the Raft loop died: serving on would be stale)
+        self.on_fatal: Callable[[BaseException], None] | None = None
         self.server_node: Any = None
         self._bootstrap: asyncio.Task[None] | None = None
         self._status_task: asyncio.Task[None] | None = None
@@ -168,6 +171,12 @@ class ClusterRuntime:
     def attach_node(self, server_node: Any) -> None:
         """Send cluster events to ``server_node.audit`` from now on."""
         self.server_node = server_node
+
+    def _on_fatal(self, exc: BaseException) -> None:
+        log.critical("the Raft loop of node %d died (%s): stopping this node", self.node.id,
+                     exc)
+        if self.on_fatal is not None:
+            self.on_fatal(exc)
 
     def _on_event(self, level: str, message: str, fields: dict[str, Any]) -> None:
         audit = getattr(self.server_node, "audit", None)

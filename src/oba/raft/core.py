@@ -74,7 +74,9 @@ class RaftCore:
                 raise ValueError(f"log not contiguous at {e.index}")
         self.term = state.term
         self.vote = state.vote
-        self.commit = min(max(state.commit, self.offset), self.last_index())
+        # the state machine applies only committed entries, so what it holds is committed
+        # (the durable commit index may lag: a commit-only change is written lazily)
+        self.commit = min(max(state.commit, self.offset, applied or 0), self.last_index())
         self.applied = self.offset if applied is None else max(min(applied, self.commit), 0)
         self.stable = self.last_index()
         self._prev_hs = state
@@ -207,6 +209,11 @@ class RaftCore:
         self.lead = 0
         left = 1 + self.rng.randrange(max(1, self.cfg.election_ticks // 2))
         self.election_elapsed = max(self.election_elapsed, self.randomized_timeout - left)
+
+    @property
+    def pending_snapshot(self) -> SnapshotMeta | None:
+        """A received snapshot that a Ready hands (or handed) to the runtime to install."""
+        return self._pending_snapshot
 
     def has_ready(self) -> bool:
         return bool(

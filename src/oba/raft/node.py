@@ -58,7 +58,7 @@ from typing import Any, Protocol
 from oba.raft.core import RaftCore
 from oba.raft.log import RaftLog
 from oba.raft.snapshot import SnapshotStore
-from oba.raft.transport import Frame, Transport
+from oba.raft.transport import Blocking, Frame, LinkTiming, Network, Transport
 from oba.raft.types import (
     ConfChange,
     CoreConfig,
@@ -134,6 +134,14 @@ class NodeConfig:
     heartbeat_timeout: float = 0.050
     server_ssl: ssl.SSLContext | None = None
     client_ssl: ssl.SSLContext | None = None
+    network: Network | None = None  # None: TCP (the simulation passes its own)
+    # runs blocking I/O (log fsyncs, snapshot copies) off the loop; None: asyncio.to_thread
+    # (the deterministic simulation runs it inline, after a simulated delay)
+    run_blocking: Blocking | None = None
+
+    @property
+    def link_timing(self) -> LinkTiming:
+        return LinkTiming.for_raft(self.heartbeat_timeout, self.election_timeout)
 
     @property
     def tick(self) -> float:
@@ -153,8 +161,10 @@ class RaftNode:
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         self.log = RaftLog(cfg.data_dir / "log")
         self.snapshots = SnapshotStore(cfg.data_dir / "snapshots")
-        hs, entries, snap = self.log.load()
         self.applied = sm.applied_index()
+        self._reconcile_snapshot(self.applied)
+        hs, entries, snap = self.log.load()
+        self.snapshots.protect = snap.index if snap is not None else 0
         m_index, members = self._load_membership(snap, entries, self.applied)
         voters = tuple(sorted(members))
         core_cfg = CoreConfig(node_id=cfg.node_id, voters=voters,
@@ -167,12 +177,14 @@ class RaftNode:
         self._term = hs.term
         self._durable_hs = hs  # the hard state last written to the log
         self._pending_hs: HardState | None = None  # a newer one that only moved the commit
+        self._blocking: Blocking = cfg.run_blocking or asyncio.to_thread
         self.transport = Transport(
             cfg.node_id, cfg.raft_addr, self.peers,
             on_message=self._on_message, on_request=self._on_request,
             on_snapshot=self._on_snapshot, snapshot_dir=self.snapshots.incoming,
             server_ssl=cfg.server_ssl, client_ssl=cfg.client_ssl,
-            on_unreachable=self._on_unreachable, on_lost=self._on_lost)
+            on_unreachable=self._on_unreachable, on_lost=self._on_lost,
+            timing=cfg.link_timing, network=cfg.network, run_blocking=self._blocking)
         self.request_handlers: dict[str, RequestHandler] = {"removed": self._serve_removed}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -184,11 +196,40 @@ class RaftNode:
         self._reads: dict[bytes, list[asyncio.Future[int]]] = {}
         self._read_ids = itertools.count(1)
         self._received: dict[int, Path] = {}
+        self._snap_names = itertools.count(1)
         self._compact: SnapshotMeta | None = None
         self._leader = 0
         self._leader_changed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.failed: BaseException | None = None
+        # called once when the Raft loop dies: a node that no longer replicates must not go
+        # on serving (the runtime stops the process so that a supervisor restarts it)
+        self.on_fatal: Callable[[BaseException], None] | None = None
+
+    def _reconcile_snapshot(self, applied: int) -> None:
+        """Bring the log up to the newest local snapshot the state machine already holds.
+
+        Two crash windows leave the log behind the snapshot store: after this node took a
+        snapshot and before the log was compacted to it, and after a received snapshot was
+        installed into the state machine and before its meta reached the log. In the second
+        the log still holds an old, never committed suffix at the snapshot's index; trusting
+        it would leave the node rejecting every append there."""
+        latest = self.snapshots.latest()
+        logged = self.log.snapshot()
+        if latest is None:
+            return
+        meta = latest[0]
+        if (logged is not None and meta.index <= logged.index) or meta.index > applied:
+            return  # nothing newer, or the state machine does not hold it: the leader resends
+        entry = self.log.entry(meta.index)
+        if entry is not None and entry.term == meta.term:
+            self.log.compact(meta.index, meta.term, meta.voters, meta.addrs)
+            how = "log compacted to it"
+        else:
+            self.log.save(snapshot=meta)  # the suffix is not the committed history: drop it
+            how = "log replaced by it"
+        log.info("snapshot index=%d term=%d is newer than the log: %s", meta.index, meta.term,
+                 how)
 
     def _load_membership(self, snap: SnapshotMeta | None, entries: list[Entry], applied: int
                          ) -> tuple[int, dict[int, str]]:
@@ -208,8 +249,14 @@ class RaftNode:
                 index = e.index
         if index and members != dict(self.cfg.peers):
             log.info("using the committed membership %s (index %d), not cluster.peers",
-                     members, index)
-        return index, members
+                     sorted(members), index)
+        return index, self._local_view(members)
+
+    def _local_view(self, members: dict[int, str]) -> dict[int, str]:
+        """``members`` with this node's own ``cluster.peers`` address for every peer listed
+        there: each node dials a peer where ITS configuration says (a sidecar, a NAT, a proxy
+        per link); the replicated address serves peers added later."""
+        return {pid: self.cfg.peers.get(pid) or addr for pid, addr in members.items()}
 
     def membership_at(self, index: int) -> dict[int, str]:
         """Voters and addresses in force after applying entry ``index`` (safe from threads)."""
@@ -466,15 +513,24 @@ class RaftNode:
         msg = from_wire(meta)
         if msg.type != MsgType.SNAP or msg.snapshot is None or msg.to != self.id:
             return False
-        kept = path.with_name(f"snap-{msg.snapshot.index}.mdb")
+        index = msg.snapshot.index
+        # a unique name: a copy of the same snapshot sent again must never replace the file
+        # an install is reading
+        kept = path.with_name(f"snap-{index}-{next(self._snap_names)}.mdb")
         os.replace(path, kept)
-        old = self._received.pop(msg.snapshot.index, None)
-        if old is not None and old != kept:
+        old = self._received.pop(index, None)
+        if old is not None:
             old.unlink(missing_ok=True)
-        self._received[msg.snapshot.index] = kept
-        log.info("snapshot index=%d term=%d received from node %d",
-                 msg.snapshot.index, msg.snapshot.term, frm)
+        self._received[index] = kept
+        log.info("snapshot index=%d term=%d received from node %d", index,
+                 msg.snapshot.term, frm)
         self.core.step(msg)
+        pending = self.core.pending_snapshot
+        if pending is None or pending.index != index:
+            # not taken (this node already has that index): keep no orphan file
+            if self._received.get(index) == kept:
+                del self._received[index]
+            kept.unlink(missing_ok=True)
         self._wake.set()
         return True
 
@@ -512,6 +568,8 @@ class RaftNode:
             self.failed = exc
             log.exception("raft node %d stopped after a fatal error", self.id)
             self._fail_all(exc)
+            if self.on_fatal is not None:
+                self.on_fatal(exc)
             raise
 
     async def _handle_ready(self, rd: Ready) -> None:
@@ -535,9 +593,11 @@ class RaftNode:
         elif hs is not None or rd.entries or rd.snapshot is not None:
             hs = hs or self._pending_hs
             self._pending_hs = None  # before the write: stop() must never write an older one
-            await asyncio.to_thread(self.log.save, hs, rd.entries, rd.snapshot)
+            await self._blocking(self.log.save, hs, rd.entries, rd.snapshot)
             if hs is not None:
                 self._durable_hs = hs
+            if rd.snapshot is not None:
+                self.snapshots.protect = rd.snapshot.index
         for m in rd.messages:
             if m.type == MsgType.SNAP:
                 self._spawn(self._send_snapshot(m))
@@ -565,7 +625,7 @@ class RaftNode:
         if index <= self._history[-1][0]:
             return  # already applied before a restart (idempotent for the core)
         members = _apply_members(self.peers, cc)
-        await asyncio.to_thread(self.log.set_membership, index, members)
+        await self._blocking(self.log.set_membership, index, members)
         tell = cc.op == "remove" and cc.node_id != self.id and was_leader
         self._set_members(index, members, keep=cc.node_id if tell else 0)
         if tell:
@@ -581,6 +641,7 @@ class RaftNode:
     def _set_members(self, index: int, members: dict[int, str], keep: int = 0) -> None:
         """Adopt ``members`` as of ``index``; the transport follows (``keep``: a peer whose
         connection stays until it was told it is removed)."""
+        members = self._local_view(members)
         self._history = [*self._history[-7:], (index, dict(members))]
         for pid, addr in members.items():
             if pid != self.id and addr:
@@ -604,7 +665,7 @@ class RaftNode:
         if not self.removed:
             self.core.apply_conf_change(ConfChange("remove", self.id))
             members = {k: v for k, v in self.peers.items() if k != self.id}
-            await asyncio.to_thread(self.log.set_membership, index, members)
+            await self._blocking(self.log.set_membership, index, members)
             self._history = [*self._history[-7:], (index, dict(members))]
             self._on_removed(index)
         return {"ok": True}
@@ -671,7 +732,8 @@ class RaftNode:
         except ValueError as exc:
             log.warning("cannot compact the log to %d: %s", meta.index, exc)
             return
-        await asyncio.to_thread(self.log.compact, meta.index, meta.term, voters, addrs)
+        await self._blocking(self.log.compact, meta.index, meta.term, voters, addrs)
+        self.snapshots.protect = meta.index
         log.info("snapshot taken index=%d term=%d; log compacted", meta.index, meta.term)
         self._event("info", "raft snapshot taken", index=meta.index, term=meta.term)
 
@@ -679,7 +741,7 @@ class RaftNode:
         path = self._received.pop(meta.index, None)
         if path is None:
             raise RuntimeError(f"snapshot {meta.index} to install was not received")
-        await asyncio.to_thread(self.snapshots.adopt, path, meta)
+        await self._blocking(self.snapshots.adopt, path, meta)
         await self.sm.install_snapshot(meta, path)
         # drop only snapshots this one supersedes: a newer one may have arrived meanwhile
         # (the leader took another snapshot while sending) and the core may ask for it next

@@ -6,7 +6,8 @@ Rules for this module:
   ``[index, term, [voters], [[id, addr]...]]``, see ``log.snapshot_meta_to``). It is built in
   ``tmp-*`` and renamed into place, so a
   ``snap-*`` directory is always complete.
-- Only the newest ``KEEP`` snapshots are kept. Received snapshots are first written by the
+- Only the newest ``KEEP`` snapshots are kept, and the one the Raft log is compacted to
+  (``protect``): the leader sends that one to a lagging follower. Received snapshots are first written by the
   transport to ``incoming/`` and adopted here (copied: installing consumes the file).
 """
 
@@ -31,6 +32,7 @@ class SnapshotStore:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.incoming = self.dir / "incoming"
+        self.protect = 0  # the snapshot the Raft log is compacted to (set by the node)
         self.incoming.mkdir(exist_ok=True)
         for stale in self.dir.glob("tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
@@ -79,6 +81,7 @@ class SnapshotStore:
             os.fsync(fd)
         finally:
             os.close(fd)
-        for _, old in self._all()[:-KEEP]:
-            shutil.rmtree(old, ignore_errors=True)
+        for index, old in self._all()[:-KEEP]:
+            if index != self.protect:  # never the one the log is compacted to
+                shutil.rmtree(old, ignore_errors=True)
         return final / "data.mdb"

@@ -4,18 +4,31 @@ Rules for this module:
 - A frame is a 4-byte big-endian length then one msgpack map (``use_bin_type=True`` out,
   ``raw=False, strict_map_key=False`` in, with size limits). Never pickle. A frame larger than
   ``MAX_FRAME`` or that does not decode to a map with a ``"k"`` kind closes its connection.
-- Every connection opens with ``{"k": "hello", "id": <sender node id>}``.
-- Kinds: ``m`` (a Raft message, ``types.to_wire``), ``req``/``resp`` (a request with an ``id``
-  answered on the same connection: forwarded commands, read-index), ``snap``/``snapc``/``snape``
-  (a snapshot stream on a connection of its own: metadata, 1 MiB chunks, end marker; the
-  receiver writes a temp file and answers ``snapack``).
-- One outbound connection per peer, reconnecting with backoff (reset once connected, cut short
-  when that peer connects to us: it is back), fed by a bounded queue; when it is full the
-  oldest Raft message is dropped (Raft tolerates loss), requests are kept. A request to a peer
-  whose last connection attempt failed fails at once instead of waiting out the backoff.
-- Mutual TLS when a certificate is configured: both sides present a certificate that must chain
-  to the cluster CA (``CERT_REQUIRED`` both ways, TLS >= 1.2); a peer without one is refused.
-  Host names are not checked: peers are addressed by IP and the CA is the cluster's own.
+- Every connection opens with ``{"k": "hello", "id": <sender>, "to": <receiver>, "ch": "raft"
+  | "snap"}``; the receiver answers ``{"k": "welcome", "id": <receiver>}``. "Connected" means
+  the peer ANSWERED, not that a TCP connect succeeded: a load balancer, a sidecar or Docker's
+  userland proxy accepts a connection before (or without ever) reaching the peer.
+- Kinds on a ``raft`` connection: ``m`` (a Raft message, ``types.to_wire``), ``req``/``resp``
+  (a request with an ``id`` answered on the same connection: forwarded commands, admin),
+  ``ping``/``pong`` (liveness). A ``snap`` connection carries one snapshot: ``snap``
+  (metadata), ``snapc`` (1 MiB chunks), ``snape`` (end); the receiver writes a temp file,
+  fsyncs it (saying ``snapwait`` meanwhile) and answers ``snapack``.
+- Every wait on a peer is bounded (``LinkTiming``): connect and TLS handshake, the welcome,
+  each drain, each read, close (connections are aborted, never closed gracefully: a graceful
+  close waits for a peer that may never read again). The sender pings every
+  ``ping_interval``; a connection on which nothing arrives for ``dead_after`` (pongs, answers,
+  the welcome) is torn down, logged at warning level, and redialled; an inbound connection on
+  which nothing arrives for ``dead_after`` is aborted.
+- One outbound connection per peer, redialled with a back-off (reset once the peer answered,
+  cut short when that peer connects to us: it is back), fed by a bounded queue; when it is full
+  the oldest Raft message is dropped (Raft tolerates loss), requests are kept. A torn-down
+  connection drops what was queued for it (stale by the time of the next one) and fails its
+  pending requests (a queued request fails with ``NotSent``: it had no effect). A request to a
+  peer whose last connection attempt failed fails at once.
+- ``on_lost(peer)`` only when the peer's side went away (EOF, reset, refused): its process is
+  probably gone. A silent peer (no progress) is ``on_unreachable`` only: it may just be slow.
+- The network is injectable (``Network``): ``TcpNetwork`` in production, an in-memory one in
+  the deterministic simulation (tests/unit/raftnet.py).
 """
 
 from __future__ import annotations
@@ -28,28 +41,57 @@ import os
 import ssl
 import struct
 import tempfile
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 
+from oba.raft.tls import make_ssl_contexts
+
 log = logging.getLogger("oba.raft")
+
+__all__ = [
+    "CHUNK",
+    "MAX_FRAME",
+    "Blocking",
+    "Frame",
+    "FrameError",
+    "LinkTiming",
+    "Network",
+    "NotSent",
+    "TcpNetwork",
+    "Transport",
+    "decode_body",
+    "encode_frame",
+    "make_ssl_contexts",
+    "read_frame",
+    "split_addr",
+]
 
 MAX_FRAME = 64 * 1024 * 1024
 CHUNK = 1024 * 1024
 QUEUE_LIMIT = 4096
+WRITE_BUFFER_LIMIT = 8 * 1024 * 1024  # an inbound peer that stops reading our pongs/answers
 _LEN = struct.Struct(">I")
 
 Frame = dict[str, Any]
 MessageHandler = Callable[[int, Frame], None]
 RequestHandler = Callable[[int, Frame], Awaitable[Frame]]
 SnapshotHandler = Callable[[int, Frame, Path], Awaitable[bool]]
+ConnectionCallback = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+Blocking = Callable[..., Awaitable[Any]]  # run a blocking call off the loop (asyncio.to_thread)
 
 
 class FrameError(ValueError):
     """A frame that is too large or not a msgpack map with a kind."""
+
+
+class NotSent(ConnectionError):
+    """A request that never left this node (the peer is unreachable): it had no effect."""
 
 
 def encode_frame(frame: Frame) -> bytes:
@@ -84,21 +126,104 @@ def split_addr(addr: str) -> tuple[str, int]:
     return (host.strip("[]") or "0.0.0.0"), int(port)
 
 
-def make_ssl_contexts(cert: str, key: str, ca: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """(server, client) contexts for mutual TLS; ``ca`` empty means the system store."""
-    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    for ctx in (server, client):
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(cert, key)
-        if ca:
-            ctx.load_verify_locations(cafile=ca)
-        else:
-            ctx.load_default_certs()
-        ctx.verify_mode = ssl.CERT_REQUIRED
-    client.check_hostname = False
-    client.verify_mode = ssl.CERT_REQUIRED
-    return server, client
+_PING = encode_frame({"k": "ping"})
+_PONG = encode_frame({"k": "pong"})
+
+
+@dataclass(frozen=True, slots=True)
+class LinkTiming:
+    """Bounds of every wait on a peer (seconds)."""
+
+    ping_interval: float = 0.1
+    dead_after: float = 0.4  # nothing received for this long: the connection is dead
+    connect_timeout: float = 2.0  # TCP connect plus TLS handshake
+    backoff_min: float = 0.02
+    backoff_max: float = 0.5
+    snapshot_idle: float = 5.0  # no progress on a snapshot stream for this long: give up
+
+    @classmethod
+    def for_raft(cls, heartbeat: float, election: float) -> LinkTiming:
+        """``dead_after`` = 8 heartbeat intervals, at least two election timeouts (400 ms for
+        the default 50/150 ms): several heartbeats lost in a row, not one slow scheduling."""
+        dead = max(8 * heartbeat, 2 * election)
+        return cls(ping_interval=dead / 4, dead_after=dead,
+                   connect_timeout=max(2.0, dead), backoff_max=max(0.5, dead))
+
+
+class ListeningServer(Protocol):
+    def close(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
+
+
+class Network(Protocol):
+    """How a transport reaches its peers (TCP here, memory in the simulation)."""
+
+    async def open_connection(self, host: str, port: int, ssl_ctx: ssl.SSLContext | None,
+                              timeout: float
+                              ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]: ...
+
+    async def start_server(self, cb: ConnectionCallback, host: str, port: int,
+                           ssl_ctx: ssl.SSLContext | None, timeout: float
+                           ) -> tuple[ListeningServer, int]: ...
+
+
+class TcpNetwork:
+    async def open_connection(self, host: str, port: int, ssl_ctx: ssl.SSLContext | None,
+                              timeout: float
+                              ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=ssl_ctx,
+                                    ssl_handshake_timeout=timeout if ssl_ctx else None),
+            timeout)
+
+    async def start_server(self, cb: ConnectionCallback, host: str, port: int,
+                           ssl_ctx: ssl.SSLContext | None, timeout: float
+                           ) -> tuple[ListeningServer, int]:
+        # (a handshake this side refuses is logged by the dialling side, which gets the
+        # alert: asyncio and uvloop report server-side handshake failures only in debug mode)
+        server = await asyncio.start_server(cb, host, port, reuse_address=True, ssl=ssl_ctx,
+                                            ssl_handshake_timeout=timeout if ssl_ctx else None)
+        return server, int(server.sockets[0].getsockname()[1])
+
+
+class _Throttle:
+    """One warning per key, then at most one every ``period`` seconds (with a count)."""
+
+    def __init__(self, period: float = 30.0) -> None:
+        self.period = period
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def warn(self, key: str, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        last, skipped = self._last.get(key, (-1e18, 0))
+        if now - last < self.period:
+            self._last[key] = (last, skipped + 1)
+            return
+        self._last[key] = (now, 0)
+        if skipped:
+            msg += f" ({skipped} more like it since the last report)"
+        log.warning(msg, *args)
+
+    def clear(self, key: str) -> None:
+        self._last.pop(key, None)
+
+
+def _abort(writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(Exception):
+        writer.transport.abort()
+
+
+class _Conn:
+    """One outbound connection's liveness."""
+
+    __slots__ = ("dead", "last_rx", "lost", "welcomed")
+
+    def __init__(self, now: float) -> None:
+        self.last_rx = now
+        self.welcomed = False
+        self.lost = False  # the peer's side went away (EOF/reset): its process is gone
+        self.dead: str = ""  # why it was torn down (set once)
 
 
 class _Peer:
@@ -116,6 +241,7 @@ class _Peer:
         self.down = False  # the last connection attempt failed: requests fail fast
         self.kick = asyncio.Event()  # set: retry connecting now (the peer just called us)
         self.dropped = 0
+        self.reconnects = 0  # connections torn down for lack of progress
 
     def put(self, frame: Frame) -> None:
         if len(self.queue) >= QUEUE_LIMIT:
@@ -130,38 +256,67 @@ class _Peer:
         self.wakeup.set()
 
     async def run(self) -> None:
-        backoff = 0.02
+        backoff = self.t.timing.backoff_min
         while True:
             try:
-                host, port = split_addr(self.addr)
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(host, port, ssl=self.t.client_ssl), timeout=2.0)
-            except (TimeoutError, OSError, ssl.SSLError) as exc:
-                self.down = True
-                self._fail_pending(f"cannot connect to node {self.id}: {exc}")
-                self.t.report_unreachable(self.id, lost=isinstance(exc, ConnectionRefusedError))
-                await self._pause(backoff)
-                backoff = min(backoff * 2, 1.0)
-                continue
-            self.connected = True
-            self.down = False
-            backoff = 0.02
-            reader_task = asyncio.ensure_future(self._read(reader))
-            try:
-                writer.write(encode_frame({"k": "hello", "id": self.t.node_id}))
-                await self._write_loop(writer, reader_task)
-            except (OSError, ConnectionError, ssl.SSLError, FrameError) as exc:
-                log.debug("connection to node %d lost: %s", self.id, exc)
-            finally:
-                self.connected = False
-                reader_task.cancel()
-                writer.close()
-                with contextlib.suppress(Exception):
-                    await writer.wait_closed()
-                self._fail_pending(f"connection to node {self.id} lost")
-                self.t.report_unreachable(self.id, lost=True)
+                answered = await self._connect_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let the redial loop die: the peer would be lost forever
+                log.exception("raft connection to node %d failed unexpectedly", self.id)
+                answered = False
+            if answered:
+                backoff = self.t.timing.backoff_min
             await self._pause(backoff)
-            backoff = min(backoff * 2, 1.0)
+            backoff = min(backoff * 2, self.t.timing.backoff_max)
+
+    async def _connect_once(self) -> bool:
+        """Dial, serve the connection until it dies; True when the peer answered on it."""
+        t = self.t
+        host, port = split_addr(self.addr)
+        try:
+            reader, writer = await t.network.open_connection(host, port, t.client_ssl,
+                                                             t.timing.connect_timeout)
+        except (TimeoutError, OSError, ssl.SSLError) as exc:
+            self._gone(f"cannot connect to node {self.id} at {self.addr}: "
+                       f"{exc or type(exc).__name__}",
+                       lost=isinstance(exc, ConnectionRefusedError),
+                       tls=isinstance(exc, ssl.SSLError))
+            return False
+        loop = asyncio.get_running_loop()
+        conn = _Conn(loop.time())
+        writer.write(encode_frame({"k": "hello", "id": t.node_id, "to": self.id, "ch": "raft"}))
+        reader_task = asyncio.ensure_future(self._read(reader, conn))
+        watchdog = asyncio.ensure_future(self._watch(writer, conn))
+        why = ""
+        try:
+            await self._write_loop(writer, conn, reader_task, watchdog)
+        except (OSError, ConnectionError, ssl.SSLError, FrameError) as exc:
+            why = str(exc) or type(exc).__name__
+        finally:
+            self.connected = False
+            reader_task.cancel()
+            watchdog.cancel()
+            _abort(writer)
+            self._drop_queue(messages=True)
+        why = conn.dead or why or "closed"
+        if conn.welcomed:
+            log.info("raft connection to node %d lost: %s", self.id, why)
+        self._gone(f"connection to node {self.id} at {self.addr} lost: {why}", lost=conn.lost,
+                   quiet=not conn.dead)
+        return conn.welcomed
+
+    def _gone(self, why: str, lost: bool, tls: bool = False, quiet: bool = True) -> None:
+        self.down = True
+        self._fail_pending(why)
+        if tls:
+            self.t.throttle.warn(f"tls{self.id}", "raft TLS handshake with node %d failed: %s",
+                                 self.id, why)
+        elif not quiet:
+            self.t.throttle.warn(f"stall{self.id}", "%s", why)
+        else:
+            log.debug("%s", why)
+        self.t.report_unreachable(self.id, lost=lost)
 
     async def _pause(self, delay: float) -> None:
         """The reconnect back-off, cut short when the peer connects to us (it is back up)."""
@@ -169,13 +324,38 @@ class _Peer:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.kick.wait(), delay)
 
-    async def _write_loop(self, writer: asyncio.StreamWriter, reader_task: asyncio.Task[None]
+    async def _watch(self, writer: asyncio.StreamWriter, conn: _Conn) -> None:
+        """Ping; tear the connection down when nothing came back for ``dead_after``."""
+        loop = asyncio.get_running_loop()
+        timing = self.t.timing
+        while True:
+            due = loop.time() + timing.ping_interval
+            await asyncio.sleep(timing.ping_interval)
+            if loop.time() - due > timing.ping_interval / 2:
+                # this process was stalled, not (necessarily) the peer: what it sent may be
+                # waiting in our socket buffer; judge it after the readers have run
+                writer.write(_PING)
+                continue
+            idle = loop.time() - conn.last_rx
+            if idle > timing.dead_after:
+                what = "answered nothing" if conn.welcomed else "never answered"
+                conn.dead = (f"the peer {what} for {idle * 1000:.0f} ms "
+                             f"(limit {timing.dead_after * 1000:.0f} ms): reconnecting")
+                self.reconnects += 1
+                _abort(writer)
+                self.wakeup.set()
+                return
+            writer.write(_PING)
+
+    async def _write_loop(self, writer: asyncio.StreamWriter, conn: _Conn,
+                          reader_task: asyncio.Task[None], watchdog: asyncio.Task[None]
                           ) -> None:
-        while not reader_task.done():
-            if not self.queue:
+        while not reader_task.done() and not watchdog.done():
+            if not self.queue or not conn.welcomed:
                 self.wakeup.clear()
                 waiter = asyncio.ensure_future(self.wakeup.wait())
-                await asyncio.wait({waiter, reader_task}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({waiter, reader_task, watchdog},
+                                   return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
                 continue
             out: list[bytes] = []
@@ -186,21 +366,65 @@ class _Peer:
                 except FrameError:
                     log.warning("dropping an oversized frame to node %d", self.id)
             writer.write(b"".join(out))  # everything queued in one write (one send call)
+            # bounded by the watchdog: it aborts the connection when the peer stops answering
             await writer.drain()
-        raise ConnectionError("peer closed the connection")
+        raise ConnectionError(conn.dead or "peer closed the connection")
 
-    async def _read(self, reader: asyncio.StreamReader) -> None:
-        with contextlib.suppress(Exception):
+    async def _read(self, reader: asyncio.StreamReader, conn: _Conn) -> None:
+        loop = asyncio.get_running_loop()
+        try:
             while True:
                 frame = await read_frame(reader)
-                if frame["k"] == "resp":
+                conn.last_rx = loop.time()
+                kind = frame["k"]
+                if kind == "pong":
+                    continue
+                if kind == "welcome":
+                    if frame.get("id") != self.id:
+                        self.t.throttle.warn(
+                            f"wrong{self.id}", "raft address %s of node %d is answered by "
+                            "node %s: check cluster.peers", self.addr, self.id, frame.get("id"))
+                        conn.dead = f"answered by node {frame.get('id')}, not {self.id}"
+                        return
+                    conn.welcomed = True
+                    if not self.connected:
+                        self.connected = True
+                        self.down = False
+                        self.t.throttle.clear(f"stall{self.id}")
+                        self.t.throttle.clear(f"tls{self.id}")
+                        log.info("raft connection to node %d at %s established", self.id,
+                                 self.addr)
+                    self.wakeup.set()
+                elif kind == "resp":
                     fut = self.pending.pop(int(frame.get("id", -1)), None)
                     if fut is not None and not fut.done():
                         fut.set_result(frame.get("b") or {})
-                elif frame["k"] == "m":
+                elif kind == "m":
                     self.t.dispatch_message(self.id, frame)
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            conn.lost = not conn.dead  # EOF or reset from the peer's side
+            log.debug("raft connection to node %d closed by the peer: %s", self.id, exc)
+        except ssl.SSLError as exc:
+            self.t.throttle.warn(f"tls{self.id}", "raft TLS with node %d failed: %s", self.id,
+                                 exc)
+        except (OSError, FrameError) as exc:
+            log.debug("raft connection to node %d failed: %s", self.id, exc)
+
+    def _drop_queue(self, messages: bool = False) -> None:
+        """Fail the queued requests (never sent: ``NotSent``); with ``messages`` drop the
+        queued Raft messages too (they were meant for a connection that died)."""
+        keep: deque[Frame] = deque()
+        for frame in self.queue:
+            if frame.get("k") == "req":
+                fut = self.pending.pop(int(frame["id"]), None)
+                if fut is not None and not fut.done():
+                    fut.set_exception(NotSent(f"node {self.id} is unreachable"))
+            elif not messages:
+                keep.append(frame)
+        self.queue = keep
 
     def _fail_pending(self, why: str) -> None:
+        self._drop_queue()
         pending, self.pending = self.pending, {}
         for fut in pending.values():
             if not fut.done():
@@ -224,15 +448,22 @@ class Transport:
         client_ssl: ssl.SSLContext | None = None,
         on_unreachable: Callable[[int], None] | None = None,
         on_lost: Callable[[int], None] | None = None,
+        timing: LinkTiming | None = None,
+        network: Network | None = None,
+        run_blocking: Blocking | None = None,
     ) -> None:
         """``on_unreachable(peer)``: a send path to ``peer`` failed (any reason);
         ``on_lost(peer)``: an established connection broke or the peer refused one (its
-        process is probably gone; a slow or timed-out connect does not count)."""
+        process is probably gone; a slow or silent peer does not count)."""
         self.node_id = node_id
         self.listen_addr = listen_addr
         self.server_ssl = server_ssl
         self.client_ssl = client_ssl
+        self.timing = timing or LinkTiming()
+        self.network: Network = network or TcpNetwork()
+        self._blocking: Blocking = run_blocking or asyncio.to_thread
         self.snapshot_dir = Path(snapshot_dir)
+        self.throttle = _Throttle()
         self._on_message = on_message
         self._on_request = on_request
         self._on_snapshot = on_snapshot
@@ -240,7 +471,7 @@ class Transport:
         self._on_lost = on_lost
         self._peers = {pid: _Peer(self, pid, addr) for pid, addr in peers.items()
                        if pid != node_id}
-        self._server: asyncio.Server | None = None
+        self._server: ListeningServer | None = None
         self._ids = itertools.count(1)
         self._inbound: set[asyncio.Task[None]] = set()
         self._answers: set[asyncio.Task[None]] = set()
@@ -249,9 +480,8 @@ class Transport:
     async def start(self) -> None:
         host, port = split_addr(self.listen_addr)
         self.snapshot_dir.mkdir(parents=True, exist_ok=True)
-        self._server = await asyncio.start_server(self._serve, host, port, ssl=self.server_ssl,
-                                                  reuse_address=True)
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._server, self.port = await self.network.start_server(
+            self._serve, host, port, self.server_ssl, self.timing.connect_timeout)
         for peer in self._peers.values():
             peer.task = asyncio.ensure_future(peer.run())
 
@@ -259,12 +489,12 @@ class Transport:
         if self._server is not None:
             self._server.close()
         tasks = [p.task for p in self._peers.values() if p.task is not None]
-        tasks += list(self._inbound)
+        tasks += [*self._inbound, *self._answers]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(BaseException):
-                await task
+                await asyncio.wait_for(task, 1.0)
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
@@ -290,8 +520,14 @@ class Transport:
             peer.task.cancel()
 
     def connected(self, peer_id: int) -> bool:
+        """The peer answered on our connection to it and has not gone silent since."""
         peer = self._peers.get(peer_id)
         return peer is not None and peer.connected
+
+    def link_stats(self) -> dict[int, dict[str, Any]]:
+        return {pid: {"addr": p.addr, "connected": p.connected, "queued": len(p.queue),
+                      "dropped": p.dropped, "reconnects": p.reconnects}
+                for pid, p in sorted(self._peers.items())}
 
     # ------------------------------------------------------------------ sending
 
@@ -305,9 +541,9 @@ class Transport:
         """Send a request to a peer and wait for its answer (raises on loss or timeout)."""
         peer = self._peers.get(to)
         if peer is None:
-            raise ConnectionError(f"unknown node {to}")
+            raise NotSent(f"unknown node {to}")
         if peer.down and not peer.connected:  # do not wait out the reconnect back-off
-            raise ConnectionError(f"node {to} is unreachable")
+            raise NotSent(f"node {to} is unreachable")
         rid = next(self._ids)
         fut: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
         peer.pending[rid] = fut
@@ -317,34 +553,42 @@ class Transport:
         finally:
             peer.pending.pop(rid, None)
 
-    async def send_snapshot(self, to: int, meta: Frame, path: Path, timeout: float = 60.0
-                            ) -> bool:
-        """Stream a snapshot file to a peer on a connection of its own; True when installed."""
+    async def send_snapshot(self, to: int, meta: Frame, path: Path) -> bool:
+        """Stream a snapshot file to a peer on a connection of its own; True when installed.
+        Each step is bounded by ``snapshot_idle`` (progress, not total size)."""
         peer = self._peers.get(to)
         if peer is None:
             return False
+        timing = self.timing
         host, port = split_addr(peer.addr)
         writer: asyncio.StreamWriter | None = None
         try:
-            async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_connection(host, port, ssl=self.client_ssl)
-                writer.write(encode_frame({"k": "hello", "id": self.node_id}))
-                writer.write(encode_frame({"k": "snap", "meta": meta}))
-                with open(path, "rb") as fh:
-                    while chunk := fh.read(CHUNK):
-                        writer.write(encode_frame({"k": "snapc", "d": chunk}))
-                        await writer.drain()
-                writer.write(encode_frame({"k": "snape"}))
-                await writer.drain()
-                answer = await read_frame(reader)
-                return answer.get("k") == "snapack" and bool(answer.get("ok"))
+            reader, writer = await self.network.open_connection(host, port, self.client_ssl,
+                                                                timing.connect_timeout)
+            writer.write(encode_frame({"k": "hello", "id": self.node_id, "to": to,
+                                       "ch": "snap"}))
+            welcome = await asyncio.wait_for(read_frame(reader), timing.snapshot_idle)
+            if welcome.get("k") != "welcome" or welcome.get("id") != to:
+                raise FrameError(f"unexpected answer {welcome.get('k')!r} to a snapshot")
+            writer.write(encode_frame({"k": "snap", "meta": meta}))
+            with open(path, "rb") as fh:
+                while chunk := fh.read(CHUNK):
+                    writer.write(encode_frame({"k": "snapc", "d": chunk}))
+                    await asyncio.wait_for(writer.drain(), timing.snapshot_idle)
+            writer.write(encode_frame({"k": "snape"}))
+            await asyncio.wait_for(writer.drain(), timing.snapshot_idle)
+            while True:  # the receiver says "snapwait" while it fsyncs: progress, not size
+                answer = await asyncio.wait_for(read_frame(reader), timing.snapshot_idle)
+                if answer.get("k") != "snapwait":
+                    return answer.get("k") == "snapack" and bool(answer.get("ok"))
         except (OSError, TimeoutError, ssl.SSLError, FrameError,
                 asyncio.IncompleteReadError) as exc:
-            log.warning("sending a snapshot to node %d failed: %s", to, exc)
+            log.warning("sending a snapshot to node %d failed: %s", to,
+                        str(exc) or type(exc).__name__)
             return False
         finally:
             if writer is not None:
-                writer.close()
+                _abort(writer)
 
     # ------------------------------------------------------------------ receiving
 
@@ -364,57 +608,73 @@ class Transport:
         task = asyncio.current_task()
         if task is not None:
             self._inbound.add(task)
+        timing = self.timing
+        peer_addr = writer.get_extra_info("peername")
         try:
-            hello = await asyncio.wait_for(read_frame(reader), 5.0)
+            hello = await asyncio.wait_for(read_frame(reader), timing.connect_timeout)
             if hello["k"] != "hello" or not isinstance(hello.get("id"), int):
                 raise FrameError("the first frame must be a hello")
             frm = int(hello["id"])
+            to = hello.get("to")
+            if isinstance(to, int) and to != self.node_id:
+                self.throttle.warn(f"misaddressed{frm}", "node %d dialled this node (%d) as "
+                                   "node %d: check its cluster.peers", frm, self.node_id, to)
+                return
+            writer.write(encode_frame({"k": "welcome", "id": self.node_id}))
             peer = self._peers.get(frm)
             if peer is not None and not peer.connected:
                 peer.kick.set()  # it is up again: do not wait out our back-off to answer it
-            await self._serve_frames(frm, reader, writer)
+            await self._serve_frames(frm, reader, writer, hello.get("ch") == "snap")
         except (TimeoutError, OSError, ConnectionError, ssl.SSLError,
                 asyncio.IncompleteReadError, FrameError) as exc:
-            log.debug("inbound raft connection closed: %s", exc)
+            log.debug("inbound raft connection from %s closed: %s", peer_addr,
+                      str(exc) or type(exc).__name__)
         except asyncio.CancelledError:
             pass  # stop(): end quietly (asyncio would log a cancelled connection callback)
         finally:
             if task is not None:
                 self._inbound.discard(task)
-            writer.close()
+            _abort(writer)
 
     async def _serve_frames(self, frm: int, reader: asyncio.StreamReader,
-                            writer: asyncio.StreamWriter) -> None:
+                            writer: asyncio.StreamWriter, snapshot: bool) -> None:
+        timing = self.timing
+        idle = timing.snapshot_idle if snapshot else timing.dead_after
         snap: tuple[Frame, Any, str] | None = None
         try:
             while True:
-                frame = await read_frame(reader)
+                frame = await asyncio.wait_for(read_frame(reader), idle)
                 kind = frame["k"]
                 if kind == "m":
                     self.dispatch_message(frm, frame)
+                elif kind == "ping":
+                    if writer.transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
+                        raise ConnectionError("the peer does not read its pongs")
+                    writer.write(_PONG)
                 elif kind == "req":
                     task = asyncio.ensure_future(self._answer(frm, frame, writer))
                     self._answers.add(task)
                     task.add_done_callback(self._answers.discard)
-                elif kind == "snap":
+                elif kind == "snap" and snapshot:
                     fd, name = tempfile.mkstemp(prefix="recv-", dir=self.snapshot_dir)
                     snap = (frame.get("meta") or {}, os.fdopen(fd, "wb"), name)
                 elif kind == "snapc" and snap is not None:
                     snap[1].write(bytes(frame["d"]))
                 elif kind == "snape" and snap is not None:
                     meta, fh, name = snap
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                    fh.close()
                     snap = None
                     ok = False
+                    keepalive = asyncio.ensure_future(_snapwait(writer, idle / 4))
                     try:
+                        await self._blocking(_fsync_close, fh)
                         ok = await self._on_snapshot(frm, meta, Path(name))
                     finally:
+                        keepalive.cancel()
                         with contextlib.suppress(OSError):
-                            os.unlink(name)
+                            os.unlink(name)  # kept under another name when accepted
                     writer.write(encode_frame({"k": "snapack", "ok": ok}))
-                    await writer.drain()
+                    await asyncio.wait_for(writer.drain(), idle)
+                    return
                 else:
                     raise FrameError(f"unexpected frame kind {kind!r}")
         finally:
@@ -431,6 +691,25 @@ class Transport:
             body = {"error": f"internal error: {exc}"}
         if writer.is_closing():
             return
-        with contextlib.suppress(Exception):
+        try:
             writer.write(encode_frame({"k": "resp", "id": frame.get("id"), "b": body}))
-            await writer.drain()
+            await asyncio.wait_for(writer.drain(), self.timing.dead_after)
+        except (TimeoutError, OSError, ConnectionError, FrameError):
+            _abort(writer)  # the caller stopped reading: its side redials
+
+
+async def _snapwait(writer: asyncio.StreamWriter, every: float) -> None:
+    """Tell a snapshot's sender, while the file is being made durable, that this side is
+    alive (its wait for the answer is bounded by progress, not by the file's size)."""
+    frame = encode_frame({"k": "snapwait"})
+    while True:
+        await asyncio.sleep(every)
+        if writer.is_closing():
+            return
+        writer.write(frame)
+
+
+def _fsync_close(fh: Any) -> None:
+    fh.flush()
+    os.fsync(fh.fileno())
+    fh.close()
