@@ -41,7 +41,7 @@ from oba.directory.commands import Command, CommandDecodeError, decode, encode
 from oba.directory.entry import Entry as DirEntry
 from oba.protocol.resultcodes import ResultCode
 from oba.raft.node import NotLeader, ProposalDropped, RaftNode
-from oba.raft.transport import Frame
+from oba.raft.transport import Frame, NotSent
 from oba.raft.types import Entry, EntryType, SnapshotMeta
 from oba.storage import Store
 
@@ -77,6 +77,10 @@ def result_from_wire(d: Frame) -> ApplyResult:
 
 def unavailable(message: str) -> ApplyResult:
     return ApplyResult(UNAVAILABLE, message=message)
+
+
+class _LeaderChanged(Exception):
+    """The leader a write was forwarded to is no longer this node's leader."""
 
 
 class RaftReplicator:
@@ -173,6 +177,7 @@ class RaftReplicator:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.proposal_timeout
         why = "no leader"
+        unsure = False  # some attempt may still commit: the outcome is unknown
         while (left := deadline - loop.time()) > 0:
             if node.is_leader():
                 try:
@@ -184,29 +189,73 @@ class RaftReplicator:
                     await node.wait_leader_change(min(max(0.0, deadline - loop.time()), 0.02))
                     continue
                 except ProposalDropped:
-                    why = "leadership changed"
+                    why = "leadership changed"  # overwritten: that attempt is not applied
                     continue
                 except TimeoutError:
-                    return unavailable("timed out waiting for the commit")
+                    unsure = True
+                    why = "timed out waiting for the commit"
+                    break
             leader = node.leader_id()
             if not leader or leader == node.id:
                 await node.wait_leader_change(min(left, 0.05))
                 continue
             try:
-                resp = await node.transport.request(leader, {"op": "fwd", "cmd": data}, left)
-            except (ConnectionError, OSError):
+                resp = await self._forward(node, leader, data, left)
+            except NotSent:
                 why = f"leader {leader} unreachable"
                 await node.wait_leader_change(min(max(0.0, deadline - loop.time()), 0.05))
                 continue
+            except (ConnectionError, OSError):
+                unsure = True  # it may have arrived before the connection broke
+                why = f"leader {leader} unreachable"
+                await node.wait_leader_change(min(max(0.0, deadline - loop.time()), 0.05))
+                continue
+            except _LeaderChanged:
+                # a hung or deposed leader: send it to the new one at once (the request id
+                # makes a second copy harmless: it is applied once)
+                unsure = True
+                why = f"leader {leader} stopped answering"
+                continue
             except TimeoutError:
+                unsure = True
+                why = f"leader {leader} did not answer"
                 break
             if "r" in resp:
                 index = int(resp["index"])
                 await node.wait_applied(index, max(0.0, deadline - loop.time()))
                 return result_from_wire(resp["r"])
             why = str(resp.get("err") or "forwarding failed")
+            if resp.get("unsure"):
+                unsure = True
             await node.wait_leader_change(min(max(0.0, deadline - loop.time()), 0.05))
-        return unavailable(f"unavailable: {why}")
+        if unsure:
+            return unavailable(f"unavailable: {why}; the outcome is unknown: the change may "
+                               "still be applied")
+        return unavailable(f"unavailable: {why}; the change was not applied")
+
+    async def _forward(self, node: RaftNode, leader: int, data: bytes, timeout: float
+                       ) -> Frame:
+        """Forward ``data`` to ``leader``; raises ``_LeaderChanged`` as soon as this node
+        follows another leader (or none) while waiting."""
+        request = asyncio.ensure_future(
+            node.transport.request(leader, {"op": "fwd", "cmd": data}, timeout))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            while not request.done():
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise TimeoutError
+                change = asyncio.ensure_future(node.wait_leader_change(left))
+                try:
+                    await asyncio.wait({request, change}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    change.cancel()
+                if not request.done() and node.leader_id() != leader:
+                    raise _LeaderChanged
+            return request.result()
+        finally:
+            request.cancel()
 
     async def _serve_forward(self, frm: int, body: Frame) -> Frame:
         node = self.node
@@ -224,7 +273,7 @@ class RaftReplicator:
         except ProposalDropped:
             return {"err": "leadership changed"}
         except TimeoutError:
-            return {"err": "commit timed out"}
+            return {"err": "commit timed out", "unsure": True}
         return {"index": index, "r": result_to_wire(result)}
 
     # ------------------------------------------------------------------ writer thread
