@@ -103,6 +103,57 @@ def test_leader_lease_followers_ignore_votes_while_the_leader_is_alive() -> None
     assert f.term == ld.term and f.ready().messages == []
 
 
+def test_a_prevote_ignored_under_the_lease_is_granted_once_the_leader_is_lost() -> None:
+    """Follower 3 loses the leader's connection first and asks for a pre-vote; follower 2
+    still holds the lease and ignores it. When 2 loses the leader too, it answers the
+    waiting pre-vote at once instead of letting 3 wait out an election timeout."""
+    net = Net(3)
+    ld = net.elect(1)
+    f2, f3 = net.cores[2], net.cores[3]
+    pre = Message(MsgType.PRE_VOTE, 2, 3, ld.term + 1, log_term=ld.last_term(),
+                  index=ld.last_index())
+    f2.step(pre)
+    assert f2.ready().messages == []  # ignored: the leader is alive as far as 2 knows
+    f2.leader_unreachable(1)
+    msgs = f2.ready().messages
+    assert [(m.type, m.to, m.reject) for m in msgs] == [(MsgType.PRE_VOTE_RESP, 3, False)]
+    assert f2.term == ld.term  # a pre-vote changes nothing durable
+    del f3
+
+
+def test_a_prevote_ignored_under_the_lease_stays_ignored_while_the_leader_lives() -> None:
+    net = Net(3)
+    ld = net.elect(1)
+    f2 = net.cores[2]
+    f2.step(Message(MsgType.PRE_VOTE, 2, 3, ld.term + 1, log_term=ld.last_term(),
+                    index=ld.last_index()))
+    f2.step(Message(MsgType.HEARTBEAT, 2, 1, ld.term, commit=ld.commit))
+    f2.ready()
+    f2.leader_unreachable(1)  # a later connection drop no longer answers the old request
+    assert all(m.type != MsgType.PRE_VOTE_RESP for m in f2.ready().messages)
+
+
+def test_of_two_simultaneous_pre_candidates_the_lower_id_steps_back() -> None:
+    """Both followers lost the leader at the same moment: both would win their pre-votes and
+    split the vote. The one with the lower id (same log) steps back on the other's request."""
+    net = Net(3)
+    ld = net.elect(1)
+    net.isolate(1)
+    f2, f3 = net.cores[2], net.cores[3]
+    for f in (f2, f3):
+        f.leader_unreachable(1)
+        while f.role != Role.PRE_CANDIDATE:
+            f.tick()
+    out2, out3 = f2.ready().messages, f3.ready().messages
+    req3 = next(m for m in out3 if m.to == 2 and m.type == MsgType.PRE_VOTE)
+    req2 = next(m for m in out2 if m.to == 3 and m.type == MsgType.PRE_VOTE)
+    f2.step(req3)
+    f3.step(req2)
+    assert f2.role == Role.FOLLOWER and f3.role == Role.PRE_CANDIDATE
+    net.stabilize()
+    assert f3.role == Role.LEADER and f2.lead == 3 and f3.term == ld.term + 1
+
+
 # ---------------------------------------------------------------------------- ReadIndex
 
 

@@ -98,6 +98,7 @@ class RaftCore:
         self.reads: dict[bytes, _Read] = {}
         self._reads_waiting: list[tuple[bytes, int]] = []  # before a commit in this term
         self._commit_bcast = False  # the commit index moved: tell followers in ready()
+        self._ignored_prevotes: dict[int, Message] = {}  # pre-votes the leader lease ignored
 
     # ----------------------------------------------------------------- log helpers
     def last_index(self) -> int:
@@ -202,13 +203,19 @@ class RaftCore:
     def leader_unreachable(self, peer: int) -> None:
         """Runtime: the connection to our leader ``peer`` broke (its process probably died).
         Forget it (so this node no longer protects its lease against pre-votes) and campaign
-        after a short random delay (1..T/2 ticks) instead of a whole election timeout. Safety
-        does not depend on it: a live leader's next heartbeat restores everything."""
+        after a short random delay (1..T/4 ticks) instead of a whole election timeout; two
+        followers that start together are sorted out in the pre-vote (the lower one steps
+        back). Safety does not depend on it: a live leader's next heartbeat restores all."""
         if self.role != Role.FOLLOWER or not peer or peer != self.lead:
             return
         self.lead = 0
-        left = 1 + self.rng.randrange(max(1, self.cfg.election_ticks // 2))
+        left = 1 + self.rng.randrange(max(1, self.cfg.election_ticks // 4))
         self.election_elapsed = max(self.election_elapsed, self.randomized_timeout - left)
+        # a peer that noticed first already asked for a pre-vote, which the lease ignored:
+        # answer it now, or its campaign waits out a whole election timeout
+        ignored, self._ignored_prevotes = self._ignored_prevotes, {}
+        for m in ignored.values():
+            self.step(m)
 
     @property
     def pending_snapshot(self) -> SnapshotMeta | None:
@@ -317,6 +324,8 @@ class RaftCore:
                 in_lease = (self.cfg.check_quorum and self.lead != 0
                             and self.election_elapsed < self.cfg.election_ticks)
                 if in_lease and not force:
+                    if m.type == MsgType.PRE_VOTE:  # answered if the leader turns out dead
+                        self._ignored_prevotes[m.frm] = m
                     return  # a leader is alive: ignore the disruptive (pre)vote
             if m.type == MsgType.PRE_VOTE:
                 pass  # never change term on a pre-vote
@@ -357,11 +366,19 @@ class RaftCore:
             if not pre:
                 self.election_elapsed = 0
                 self.vote = m.frm
+            elif self.role == Role.PRE_CANDIDATE and (
+                    m.log_term, m.index, m.frm) > (self.last_term(), self.last_index(), self.id):
+                # two followers that lost the leader at the same moment would both win their
+                # pre-votes and split the real vote (another election timeout): the one with
+                # the older log, or the lower id, steps back and lets the other one run
+                self._become_follower(self.term, 0)
         else:
             self._send(Message(resp, m.frm, self.id, self.term, reject=True))
 
     # ----------------------------------------------------------------- follower side
     def _step_follower(self, m: Message) -> None:
+        if m.type in (MsgType.APP, MsgType.HEARTBEAT, MsgType.SNAP):
+            self._ignored_prevotes.clear()  # the leader is alive: they stay ignored
         if m.type == MsgType.APP:
             self.election_elapsed = 0
             self.lead = m.frm
@@ -706,6 +723,7 @@ class RaftCore:
         self.lead_transferee = 0
         self.reads = {}
         self._reads_waiting = []
+        self._ignored_prevotes = {}
 
     def _set_role(self, role: Role) -> None:
         if role != self.role:

@@ -16,7 +16,7 @@ Rules for this module:
   and the store skips what it already applied); the newer hard state rides on the next write
   and is written at ``stop``.
 - Failover: when the Raft connection to the leader breaks (its process died), a follower
-  campaigns after 1..T/2 ticks (``RaftCore.leader_unreachable``) instead of a full election
+  campaigns after 1..T/4 ticks (``RaftCore.leader_unreachable``) instead of a full election
   timeout; a hung leader (no broken connection) is still detected by the timeout.
 - Clock: one tick every ``heartbeatTimeout / HEARTBEAT_TICKS`` (10 ms for the default 50 ms);
   the election timeout is ``electionTimeout / tick`` ticks (15 for 150 ms), randomised by the

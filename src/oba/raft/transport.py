@@ -293,6 +293,8 @@ class _Peer:
             await self._write_loop(writer, conn, reader_task, watchdog)
         except (OSError, ConnectionError, ssl.SSLError, FrameError) as exc:
             why = str(exc) or type(exc).__name__
+            if not conn.dead and isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+                conn.lost = True  # a write found it closed before the reader saw the EOF
         finally:
             self.connected = False
             reader_task.cancel()
