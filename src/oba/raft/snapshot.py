@@ -7,8 +7,9 @@ Rules for this module:
   ``tmp-*`` and renamed into place, so a
   ``snap-*`` directory is always complete.
 - Only the newest ``KEEP`` snapshots are kept, and the one the Raft log is compacted to
-  (``protect``): the leader sends that one to a lagging follower. Received snapshots are first written by the
-  transport to ``incoming/`` and adopted here (copied: installing consumes the file).
+  (``protect``): the leader sends that one to a lagging follower. Received snapshots are
+  first written by the transport to ``incoming/`` and adopted here (copied: installing
+  consumes the file).
 """
 
 from __future__ import annotations
