@@ -49,3 +49,14 @@ cluster-haproxy: install
 .PHONY: fuzz
 fuzz: install
 	OBA_FUZZ_EXAMPLES=20000 $(BIN)/pytest tests/unit/test_fuzz_connection.py -q -k fuzz_request
+
+# The chaos harness (tests/chaos, docs/reliability.md): SEEDS runs of DURATION seconds each, the
+# nemesis kind cycling (kill, pause, isolate, partition, bridge, links, mix); results and the
+# logs of failed runs in ./chaos-results. Replay one run: make chaos SEED=12 KIND=mix.
+SEEDS ?= 7
+FIRST_SEED ?= 0
+DURATION ?= 60
+.PHONY: chaos
+chaos: install
+	PYTHONPATH=tests $(BIN)/python -m chaos.run --duration $(DURATION) --out chaos-results \
+		$(if $(SEED),--seed $(SEED) $(if $(KIND),--kind $(KIND)),--seeds $(SEEDS) --first-seed $(FIRST_SEED))
