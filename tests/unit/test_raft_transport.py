@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import ssl
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import msgpack
@@ -254,6 +254,28 @@ def _via(tmp_path: Path, peers_a: dict[int, str], peers_b: dict[int, str],
     return a, b, boxes[0], boxes[1]
 
 
+@contextlib.asynccontextmanager
+async def _behind_box(tmp_path: Path, hold: bool = False, lost: list[int] | None = None
+                      ) -> AsyncIterator[tuple[Transport, Transport, Inbox, _Forwarder]]:
+    """Node 1 reaches node 2 through a ``_Forwarder`` (node 2 reaches node 1 directly); both
+    started, stopped on exit."""
+    pa, pb = _free_port(), _free_port()
+    box = _Forwarder(pb)
+    await box.start()
+    if hold:
+        box.hold()
+    a, b, _, box_b = _via(tmp_path, {1: f"127.0.0.1:{pa}", 2: f"127.0.0.1:{box.port}"},
+                          {1: f"127.0.0.1:{pa}", 2: f"127.0.0.1:{pb}"}, lost)
+    await a.start()
+    await b.start()
+    try:
+        yield a, b, box_b, box
+    finally:
+        await a.stop()
+        await b.stop()
+        box.close()
+
+
 def test_a_middlebox_that_accepts_but_never_connects_is_not_a_connection(tmp_path: Path
                                                                          ) -> None:
     """The proxy accepts at once; the peer behind it never answers: not connected, the dial
@@ -261,15 +283,7 @@ def test_a_middlebox_that_accepts_but_never_connects_is_not_a_connection(tmp_pat
     middlebox connects onward, the link comes up and messages flow."""
 
     async def main() -> None:
-        pa, pb = _free_port(), _free_port()
-        box = _Forwarder(pb)
-        await box.start()
-        box.hold()
-        a, b, _, box_b = _via(tmp_path, {1: f"127.0.0.1:{pa}", 2: f"127.0.0.1:{box.port}"},
-                              {1: f"127.0.0.1:{pa}", 2: f"127.0.0.1:{pb}"})
-        await a.start()
-        await b.start()
-        try:
+        async with _behind_box(tmp_path, hold=True) as (a, _, box_b, box):
             # torn down and redialled, not stuck on the first dial; never "connected"
             await _until(lambda: box.accepted >= 3, 10.0)
             assert not a.connected(2)
@@ -281,10 +295,6 @@ def test_a_middlebox_that_accepts_but_never_connects_is_not_a_connection(tmp_pat
             await _until(lambda: any(f == {"k": "m", "m": {"n": 1}}
                                      for _, f in box_b.messages), 3.0)
             assert await a.request(2, {"x": "after"}, 2.0) == {"echo": "after", "from": 1}
-        finally:
-            await a.stop()
-            await b.stop()
-            box.close()
 
     _run(main())
 
@@ -296,15 +306,8 @@ def test_a_link_that_stops_moving_is_torn_down_and_redialled(tmp_path: Path) -> 
     a new connection carries messages again."""
 
     async def main() -> None:
-        pa, pb = _free_port(), _free_port()
-        box = _Forwarder(pb)
-        await box.start()
         lost: list[int] = []
-        a, b, _, box_b = _via(tmp_path, {1: f"127.0.0.1:{pa}", 2: f"127.0.0.1:{box.port}"},
-                              {1: f"127.0.0.1:{pa}", 2: f"127.0.0.1:{pb}"}, lost)
-        await a.start()
-        await b.start()
-        try:
+        async with _behind_box(tmp_path, lost=lost) as (a, _, box_b, box):
             await _until(lambda: a.connected(2), 3.0)
             lost.clear()  # (b may have started after a's first dial: that one was refused)
             box.hold()
@@ -324,10 +327,6 @@ def test_a_link_that_stops_moving_is_torn_down_and_redialled(tmp_path: Path) -> 
             await _until(lambda: any(f == {"k": "m", "m": {"n": 2}}
                                      for _, f in box_b.messages), 3.0)
             assert a.link_stats()[2]["reconnects"] >= 1
-        finally:
-            await a.stop()
-            await b.stop()
-            box.close()
 
     _run(main())
 
@@ -337,22 +336,12 @@ def test_a_peer_that_goes_away_behind_a_middlebox_is_reported_lost(tmp_path: Pat
     follower then campaigns at once instead of waiting out an election timeout)."""
 
     async def main() -> None:
-        pa, pb = _free_port(), _free_port()
-        box = _Forwarder(pb)
-        await box.start()
         lost: list[int] = []
-        a, b, _, _ = _via(tmp_path, {1: f"127.0.0.1:{pa}", 2: f"127.0.0.1:{box.port}"},
-                          {1: f"127.0.0.1:{pa}", 2: f"127.0.0.1:{pb}"}, lost)
-        await a.start()
-        await b.start()
-        try:
+        async with _behind_box(tmp_path, lost=lost) as (a, b, _, _):
             await _until(lambda: a.connected(2), 3.0)
             await b.stop()
             await _until(lambda: 2 in lost, 3.0)
             await _until(lambda: not a.connected(2), 3.0)
-        finally:
-            await a.stop()
-            box.close()
 
     _run(main())
 
