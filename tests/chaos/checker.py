@@ -321,7 +321,12 @@ class _Found:
 
 
 def _refute_by_windows(
-    definite: list[RegOp], infos: list[RegOp], initial: list[Any], budget: int, t0: float
+    definite: list[RegOp],
+    infos: list[RegOp],
+    initial: list[Any],
+    budget: int,
+    t0: float,
+    focus: int,
 ) -> _Found:
     """Look for a window of the history that no initial state explains (valid=False), which
     proves the whole history not linearizable; ``valid`` is None when none was found.
@@ -333,53 +338,73 @@ def _refute_by_windows(
     some info ops invoked by e (each at most once). So the window is checked from every state
     with those straddling ops turned into info ops (reads and failed cas dropped) and every
     info op invoked by e available: if no state works, the history is not linearizable.
+
+    First windows of growing size that end when ``focus`` (the op the depth-first pass could
+    not place) returns, then a sweep of overlapping windows from the end of the history.
     """
     inf = float("inf")
     nd = len(definite)
     explored = 0
+
+    def window(lo: int, e: float, limit: int) -> _Found:
+        nonlocal explored
+        c = definite[lo].invoke
+        mandatory: list[RegOp] = []
+        loose: list[RegOp] = []
+        for op in definite:
+            assert op.complete is not None
+            if op.complete < c or op.invoke > e:
+                continue
+            if op.invoke >= c and op.complete <= e:
+                mandatory.append(op)
+            elif op.f == "write" or (op.f == "cas" and op.outcome == "ok"):
+                loose.append(replace(op, outcome="info", complete=None))
+        sub = mandatory + loose + [op for op in infos if op.invoke <= e]
+        starts = list(initial)
+        if lo > 0:  # every value an op there mentions, and one that none does
+            for op in sub:
+                if op.f == "read":
+                    starts.append(op.result)
+                elif op.f == "write":
+                    starts.append(op.arg)
+                else:
+                    starts.extend(_cas_pair(op))
+            starts.append(_OTHER)
+        found = _search(sub, starts, min(limit, budget - explored), t0, False)
+        explored += found.explored
+        if found.valid is False:
+            end = "the end" if e == inf else f"+{e - t0:.6f}"
+            found.lines = [
+                f"the {len(mandatory)} definite ops invoked from +{c - t0:.6f} and returned "
+                f"by {end} cannot be linearized from any initial state (ops straddling "
+                "those times and the info ops invoked by then count as info ops there)",
+                *found.lines,
+            ]
+        return found
+
+    stuck = definite[focus].complete
+    assert stuck is not None
+    size = 4
+    while explored < budget:
+        lo = max(0, focus - size)
+        found = window(lo, stuck, _WINDOW_BUDGET * size // _WINDOW)
+        if found.valid is False:
+            return _Found(False, explored, found.best, found.lines)
+        if lo == 0:
+            break
+        size *= 2
     for size in (_WINDOW, 4 * _WINDOW, 16 * _WINDOW):
         if size >= nd:
             break
         step = max(1, size // 2)
-        for start in reversed(range(0, nd - step, step)):  # the end first: the costliest
-            # anomalies for the exhaustive search are the late ones
+        for start in reversed(range(0, nd - step, step)):  # the end first: late anomalies
+            # are the costliest ones for the exhaustive search
             if explored >= budget:
                 return _Found(None, explored, 0, [])
-            c = definite[start].invoke
             e = definite[start + size].invoke if start + size < nd else inf
-            window: list[RegOp] = []
-            loose: list[RegOp] = []
-            for op in definite:
-                assert op.complete is not None
-                if op.complete < c or op.invoke > e:
-                    continue
-                if op.invoke >= c and op.complete <= e:
-                    window.append(op)
-                elif op.f == "write" or (op.f == "cas" and op.outcome == "ok"):
-                    loose.append(replace(op, outcome="info", complete=None))
-            sub = window + loose + [op for op in infos if op.invoke <= e]
-            starts = list(initial)
-            if start > 0:  # every value an op there mentions, and one that none does
-                for op in sub:
-                    if op.f == "read":
-                        starts.append(op.result)
-                    elif op.f == "write":
-                        starts.append(op.arg)
-                    else:
-                        starts.extend(_cas_pair(op))
-                starts.append(_OTHER)
-            limit = min(_WINDOW_BUDGET * size // _WINDOW, budget - explored)
-            found = _search(sub, starts, limit, t0, False)
-            explored += found.explored
+            found = window(start, e, _WINDOW_BUDGET * size // _WINDOW)
             if found.valid is False:
-                end = "the end" if e == inf else f"+{e - t0:.6f}"
-                lines = [
-                    f"the {len(window)} definite ops invoked from +{c - t0:.6f} and returned "
-                    f"by {end} cannot be linearized from any initial state (ops straddling "
-                    "those times and the info ops invoked by then count as info ops there)",
-                    *found.lines,
-                ]
-                return _Found(False, explored, found.best, lines)
+                return _Found(False, explored, found.best, found.lines)
     return _Found(None, explored, 0, [])
 
 
@@ -678,7 +703,9 @@ def _search(
     greedy_limit = min(budget // 2, greedy_limit)
     found, explored = search(True, greedy_limit)
     if found is None and windows:
-        refuted = _refute_by_windows(definite, infos, initial, (budget - explored) // 2, t0)
+        refuted = _refute_by_windows(
+            definite, infos, initial, (budget - explored) // 2, t0, best[2]
+        )
         explored += refuted.explored
         if refuted.valid is False:
             return _Found(False, explored, refuted.best, refuted.lines)
