@@ -119,3 +119,22 @@ def test_online_import_and_filtered_export(tmp_path: Path) -> None:
         assert dup.rc == 1 and "line 1 " in dup.err
     finally:
         srv.stop()
+
+
+def test_online_import_of_large_entries_stays_under_the_body_limit(tmp_path: Path) -> None:
+    """Entries with photos: batches are cut by size, so no request passes rest.maxBodySize
+    (8 MiB by default) however many entries a batch could hold."""
+    srv = RestServer("oba", tmp_path / "srv")
+    srv.start()
+    try:
+        photo = base64.b64encode(bytes(range(256)) * 4096).decode()  # 1 MiB each
+        path = tmp_path / "photos.ldif"
+        path.write_text("".join(
+            f"dn: uid=p{i},{BASE_DN}\nobjectClass: inetOrgPerson\nuid: p{i}\ncn: P\nsn: S\n"
+            f"jpegPhoto:: {photo}\n\n" for i in range(12)))
+        run = oba("import", str(path), "--url", srv.base_url, "--dn", ROOT_DN,
+                  "--password", ROOT_PW, "--json")
+        assert run.rc == 0, run.err
+        assert json.loads(run.out)["added"] == 12
+    finally:
+        srv.stop()

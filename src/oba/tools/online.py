@@ -1,7 +1,9 @@
 """Online import and export through a running node's REST API (works for clusters too).
 
-Rules for this module: import sends ``POST /api/v1/bulk`` batches of ``BATCH`` adds (the
-Command path: access rules, replication); a failed add is reported with its record's line.
+Rules for this module: import sends ``POST /api/v1/bulk`` batches of at most ``BATCH`` adds
+and about ``BATCH_BYTES`` of values (below the server's default ``rest.maxBodySize``, 8 MiB,
+even for entries with photos or certificates) through the Command path (access rules,
+replication); a failed add is reported with its record's line.
 Operational attributes are dropped (the server sets them). Export reads
 ``GET /api/v1/search/stream`` and writes the same LDIF as the offline export.
 """
@@ -18,6 +20,7 @@ from oba.tools.bulk import COMPUTED, KEPT_OPERATIONAL, BadRecord, ImportReport, 
 from oba.tools.client import Api
 
 BATCH = 500
+BATCH_BYTES = 4 * 1024 * 1024  # JSON with base64 stays under 8 MiB
 _DROP = COMPUTED | {a.lower() for a in KEPT_OPERATIONAL}
 EXPORT_ATTRS = "*," + ",".join(KEPT_OPERATIONAL)
 
@@ -43,8 +46,10 @@ def import_online(api: Api, source: IO[bytes], *, continue_on_error: bool = Fals
     report = ImportReport()
     started = time.monotonic()
     batch: list[LDIFRecord] = []
+    size = 0
 
     def flush() -> None:
+        nonlocal size
         ops = [{"operation": "add", "dn": r.dn, "attributes": _attributes(r)} for r in batch]
         resp = api.request("POST", "/bulk", ok=(200, 207, 400),
                            json={"operations": ops, "stopOnError": not continue_on_error})
@@ -59,6 +64,7 @@ def import_online(api: Api, source: IO[bytes], *, continue_on_error: bool = Fals
         if progress is not None:
             progress(len(batch))
         batch.clear()
+        size = 0
 
     for item in read_records(source):
         if isinstance(item, BadRecord) or item.changetype not in (None, "add"):
@@ -66,7 +72,11 @@ def import_online(api: Api, source: IO[bytes], *, continue_on_error: bool = Fals
                 item.line, item.dn, f"changetype {item.changetype} is not supported by import")
             report.failed.append(bad)
         else:
+            cost = len(item.dn) + sum(len(n) + len(v) for n, v in item.attributes)
+            if batch and size + cost > BATCH_BYTES:
+                flush()
             batch.append(item)
+            size += cost
             if len(batch) >= BATCH:
                 flush()
         if report.failed and not continue_on_error:
