@@ -4,8 +4,10 @@ from oba.acl.document import (
     AclDocument,
     AclError,
     AclRule,
+    check_document,
     dump_acl,
     load_acl,
+    open_by_omission,
     parse_acl,
     validate_acl,
 )
@@ -14,8 +16,10 @@ __all__ = [
     "AclDocument",
     "AclError",
     "AclRule",
+    "check_document",
     "dump_acl",
     "load_acl",
+    "open_by_omission",
     "parse_acl",
     "validate_acl",
 ]

@@ -1,15 +1,18 @@
 """The ACL document: the original Oba's rules file format, parsed and validated.
 
-Format (YAML): ``version`` (int >= 1), ``defaultPolicy`` (allow | deny), ``rules``: a list of
-``{target, subject, scope, rights, attributes, deny}``. ``target`` is a DN or ``*``;
-``subject`` is ``anonymous``, ``authenticated``, ``self``, ``*``, a DN, a DN pattern with
-``*`` as a whole RDN value (``cn=*,ou=services,dc=example,dc=com``), or ``group:<DN>`` (the
-members of that groupOfNames / groupOfUniqueNames); ``scope`` is base, one
+Format (YAML): ``version`` (int >= 1), ``defaultPolicy`` (allow | deny; missing: deny),
+``rules``: a list of ``{target, subject, scope, rights, attributes, deny}``. ``target`` is a
+DN or ``*``; ``subject`` is ``anonymous``, ``authenticated``, ``self``, ``*``, a DN, a DN
+pattern with ``*`` as a whole RDN value (``cn=*,ou=services,dc=example,dc=com``), or
+``group:<DN>`` (the members of that groupOfNames / groupOfUniqueNames); ``scope`` is base, one
 (alias onelevel) or subtree (default); ``rights`` a non-empty subset of read, write, add,
 delete, search, compare, all; ``attributes`` attribute names (empty or ``*``: all).
 
 Rules for this module: a document is only ever built through ``parse_acl``/``validate_acl``,
-which report every problem (``rules[2].subject: ...``), never just the first. Attribute names
+which report every problem (``rules[2].subject: ...``), never just the first. Documents fail
+closed: a missing ``defaultPolicy`` means deny, and a document with no rules and no explicit
+``defaultPolicy`` (an empty file, comments only, ``version: 1`` alone: what a truncated or
+half-written file looks like) is refused everywhere (``open_by_omission``). Attribute names
 and DN attribute types are checked against a schema when one is given. There is no evaluator
 here: deciding access is ``oba.acl.engine``'s job.
 """
@@ -31,7 +34,11 @@ AclScope = Literal["base", "one", "onelevel", "subtree"]
 Policy = Literal["allow", "deny"]
 SPECIAL_SUBJECTS = frozenset({"anonymous", "authenticated", "self", "*"})
 GROUP_PREFIX = "group:"
-
+EMPTY_DOCUMENT_ERROR = (
+    "<document>: no rules and no defaultPolicy: an empty ACL document is refused (an empty, "
+    "comment-only or half-written file must never change access); write defaultPolicy: deny "
+    "(or allow) explicitly to mean it"
+)
 
 
 class AclError(ValueError):
@@ -108,8 +115,22 @@ class AclDocument(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: int = Field(default=1, ge=1, description="Format version (1).")
-    defaultPolicy: Policy = Field(default="allow", description="When no rule matches.")
+    defaultPolicy: Policy = Field(default="deny",
+                                  description="When no rule matches (missing: deny).")
     rules: list[AclRule] = Field(default_factory=list, description="Ordered; first match wins.")
+
+
+def open_by_omission(doc: AclDocument) -> bool:
+    """True for a document with no rules and no explicit ``defaultPolicy``: refused wherever a
+    document is loaded or set (it is what an empty or truncated file parses to)."""
+    return not doc.rules and "defaultPolicy" not in doc.model_fields_set
+
+
+def check_document(doc: AclDocument) -> AclDocument:
+    """``doc``, or ``AclError`` when it may not be put in force (see ``open_by_omission``)."""
+    if open_by_omission(doc):
+        raise AclError([EMPTY_DOCUMENT_ERROR])
+    return doc
 
 
 def _schema_problems(doc: AclDocument, schema: Schema) -> list[str]:
@@ -144,7 +165,7 @@ def validate_acl(data: object, schema: Schema | None = None) -> AclDocument:
         problems = _schema_problems(doc, schema)
         if problems:
             raise AclError(problems)
-    return doc
+    return check_document(doc)
 
 
 def validate_rule(data: object, schema: Schema | None = None) -> AclRule:

@@ -5,9 +5,13 @@ Rules for this module:
   problem. The document in force is the last one set through the REST API (stored in the
   ``acl`` sub-database) if the file has not changed since it was set, else the file's; with
   neither, the built-in default of ``oba.directory.access``.
-- Reload: the file is polled every ``POLL_INTERVAL`` seconds and re-read when its content
-  changes; SIGHUP (``oba reload acl``) and ``POST /api/v1/acl/reload`` re-read it at once. A
-  broken file is rejected (logged, or REST 400) and the rules in force stay.
+- Reload: the file is polled every ``POLL_INTERVAL`` seconds; a changed file is acted on only
+  once two polls in a row read the same bytes with the same (mtime, size, inode), before and
+  after each read, so a file being rewritten in place is never loaded half-written; the bytes
+  checked are the bytes parsed. SIGHUP (``oba reload acl``) and ``POST /api/v1/acl/reload``
+  re-read it at once. A broken file, and an empty document (no rules, no explicit
+  ``defaultPolicy``: ``oba.acl.document.open_by_omission``), are rejected (a warning in the
+  log, or REST 400) and the rules in force stay: a reload never falls back to allow.
 - API changes are ``acl.set`` SystemCommands (``oba.acl.store``) carrying the whole document:
   every node applies them and switches through its change hub's system subscribers. A document
   set through the API wins over the file until the file's content changes again (or SIGHUP /
@@ -29,7 +33,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from oba.acl.document import AclDocument, AclError, dump_acl, parse_acl
+from oba.acl.document import AclDocument, AclError, check_document, dump_acl, parse_acl
 from oba.acl.store import KIND, acl_db, payload_document, stored_payload
 from oba.directory.commands import SystemCommand
 
@@ -53,19 +57,25 @@ class AclManager:
         self.access = node.access
         self.file_path = str(Path(file_path).resolve()) if file_path else None
         self.file_hash = ""  # sha256 of the file content last loaded (or rejected)
-        self.stamp: tuple[int, int, int] | None = None
+        self.stamp: tuple[int, int, int] | None = None  # of the content last acted on
+        # (sha256, stamp) read by the last poll and not acted on yet: acted on when the next
+        # poll reads the same (the file stayed unchanged for a whole poll interval)
+        self.pending: tuple[str, tuple[int, int, int]] | None = None
         self.reload_count = 0
         self.last_reload: str | None = None
         self.last_error: str | None = None
 
     # ------------------------------------------------------------------ file
 
-    def _read(self) -> tuple[str, str]:
+    def _read_bytes(self) -> bytes:
         assert self.file_path is not None
         try:
-            raw = Path(self.file_path).read_bytes()
+            return Path(self.file_path).read_bytes()
         except OSError as exc:
             raise AclError([f"{self.file_path}: cannot read: {exc.strerror or exc}"]) from None
+
+    def _read(self) -> tuple[str, str]:
+        raw = self._read_bytes()
         return raw.decode("utf-8", "replace"), hashlib.sha256(raw).hexdigest()
 
     def _stat(self) -> tuple[int, int, int] | None:
@@ -76,26 +86,36 @@ class AclManager:
             return None
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
-    def load_file(self) -> tuple[AclDocument, str]:
-        """Parse the file (raises ``AclError`` naming every problem)."""
+    def load_file(self, raw: bytes | None = None) -> tuple[AclDocument, str]:
+        """Parse the file, or ``raw`` (bytes already read from it); raises ``AclError`` naming
+        every problem, and for a document that would be in force only by omission."""
         if self.file_path is None:
             raise AclError(["no aclFile is configured"])
-        text, digest = self._read()
+        if raw is None:
+            raw = self._read_bytes()
+        digest = hashlib.sha256(raw).hexdigest()
         try:
-            return parse_acl(text, self.node.schema), digest
+            return parse_acl(raw.decode("utf-8", "replace"), self.node.schema), digest
         except AclError as exc:
             raise AclError([f"{self.file_path}: {e}" for e in exc.errors]) from None
 
-    def reload_file(self, why: str) -> AclDocument:
-        """Re-read the file and enforce it; a broken file raises and changes nothing."""
-        self.stamp = self._stat()
+    def reload_file(self, why: str, raw: bytes | None = None,
+                    stamp: tuple[int, int, int] | None = None) -> AclDocument:
+        """Re-read the file (or take ``raw``, read when the file had ``stamp``) and enforce
+        it; a broken or empty document raises, logs a warning and changes nothing."""
+        self.pending = None
+        self.stamp = stamp if raw is not None else self._stat()
         try:
-            doc, digest = self.load_file()
+            doc, digest = self.load_file(raw)
         except AclError as exc:
             self.last_error = str(exc)
-            log.error("ACL file rejected (%s), the previous rules stay in force: %s", why, exc)
-            with contextlib.suppress(AclError):
-                self.file_hash = self._read()[1]  # the poller need not report it again
+            log.warning("ACL file rejected (%s), the previous rules stay in force: %s", why,
+                        exc)
+            if raw is not None:
+                self.file_hash = hashlib.sha256(raw).hexdigest()
+            else:
+                with contextlib.suppress(AclError):
+                    self.file_hash = self._read()[1]  # the poller need not report it again
             raise
         self.file_hash = digest
         self.last_error = None
@@ -107,21 +127,36 @@ class AclManager:
         return doc
 
     def poll(self) -> None:
-        """One watch step: reload when the file's content changed since the last look."""
+        """One watch step: reload once the file has changed and then stayed the same (bytes,
+        mtime, size, inode) from one poll to the next; a file being rewritten in place (say
+        truncated, then written) is not acted on until it settles."""
         if self.file_path is None:
             return
         stamp = self._stat()
-        if stamp is None or stamp == self.stamp:
+        if stamp is None:  # gone (an editor's rename in progress): wait for it to come back
+            self.pending = None
             return
-        self.stamp = stamp
+        if stamp == self.stamp and self.pending is None:
+            return
         try:
-            _, digest = self._read()
+            raw = self._read_bytes()
         except AclError:
+            self.pending = None
             return
+        if self._stat() != stamp:  # written while we read: look again next time
+            self.pending = None
+            return
+        digest = hashlib.sha256(raw).hexdigest()
+        seen = (digest, stamp)
+        if seen != self.pending:
+            self.pending = seen  # first sight: act only if the next poll reads the same
+            return
+        self.pending = None
         if digest == self.file_hash:
+            self.stamp = stamp
             return
         with contextlib.suppress(AclError):  # logged by reload_file; the old rules stay
-            self.reload_file("file changed")
+            self.reload_file("file changed", raw, stamp)
 
     def on_sighup(self) -> None:
         if self.file_path is None:
@@ -178,7 +213,9 @@ class AclManager:
 
 
 async def set_document(node: Any, doc: AclDocument, actor: str, file_hash: str = "") -> None:
-    """Submit ``acl.set`` for ``doc``; raises ``AclError`` when the command fails."""
+    """Submit ``acl.set`` for ``doc``; raises ``AclError`` when the command fails or when
+    ``doc`` has no rules and no explicit ``defaultPolicy`` (never submitted)."""
+    check_document(doc)
     cmd = SystemCommand(KIND, {"document": doc.model_dump(mode="json"), "fileHash": file_hash},
                         uuid.uuid4().hex, actor,
                         time.strftime("%Y%m%d%H%M%SZ", time.gmtime()))
