@@ -1,9 +1,12 @@
 """Server-Sent Events: GET /api/v1/events streams directory changes and audit records.
 
 Rules for this module: each event carries ``id:`` = the applied (Raft) index of its command.
-``event: change`` data is ``{index, type (add|delete|modify|moddn), dn, previousDN?, actor}``
-and is sent only when the caller may read the entry (for a delete: its parent) through the
-operations layer; ``event: audit`` data is one audit record plus ``index``. A ``Last-Event-ID``
+``event: change`` data is ``{index, type (add|delete|modify|moddn), dn, previousDN?, actor}``;
+``event: audit`` data is one audit record plus ``index``. Every event that names entries goes
+through ``oba.audit.visibility.Viewer`` (the rule shared with ``/logs`` and ``/activities``), a
+fresh one per event so an ACL change counts at once: the administrator gets everything; anyone
+else gets a change only when they may read the entry (and a rename's previous DN), and only
+their own audit records about entries they may read. A ``Last-Event-ID``
 header resumes: changes after it are replayed from the ChangeHub when it still holds them,
 otherwise ``event: reset`` tells the client to resync (audit records are not replayed: read
 ``/logs``). A comment line is sent every ``HEARTBEAT`` seconds. The stream ends when the client
@@ -23,12 +26,12 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 
 from oba.audit.store import audit_store
+from oba.audit.visibility import Viewer
 from oba.events import ADD, DELETE, MODDN, MODIFY, ChangeEvent, ChangeHub, SystemEvent
-from oba.operations import Identity, OpError
+from oba.operations import Identity
 from oba.rest.auth import State, Who
 from oba.rest.errors import ERROR_RESPONSES, ApiError
 from oba.rest.state import RestState
-from oba.storage.lmdbstore import parent_ndn
 
 router = APIRouter(prefix="/api/v1", tags=["events"], responses=ERROR_RESPONSES)
 
@@ -42,37 +45,26 @@ def _frame(event: str, index: int | None, data: dict[str, Any]) -> str:
     return f"{head}event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
 
 
-def _may_see(state: RestState, who: Identity, ev: ChangeEvent) -> bool:
-    ops = state.ops
-    if state.node.access.is_root(who.ndn):
-        return True
-    try:
-        if ev.change_type == DELETE:
-            parent = parent_ndn(ops.normalize_dn(ev.dn))
-            if not parent:
-                return False
-            ops.get_entry(who, parent)
-        else:
-            ops.get_entry(who, ev.dn)
-    except OpError:
-        return False
-    return True
-
-
-def _change_frame(ev: ChangeEvent) -> str:
+def _change_frame(state: RestState, who: Identity, ev: ChangeEvent) -> str | None:
     data: dict[str, Any] = {"index": ev.index, "type": _TYPES.get(ev.change_type, "modify"),
                             "dn": ev.dn, "actor": ev.actor}
     if ev.previous_dn:
         data["previousDN"] = ev.previous_dn
-    return _frame("change", ev.index, data)
+    seen = Viewer(state.ops, who).change(data)
+    return None if seen is None else _frame("change", ev.index, seen)
 
 
-def _audit_frames(ev: SystemEvent) -> list[str]:
+def _audit_frames(state: RestState, who: Identity, ev: SystemEvent) -> list[str]:
     records = ev.payload.get("records")
     if ev.kind != "audit.append" or not isinstance(records, list):
         return []
-    return [_frame("audit", ev.index, {**r, "index": ev.index})
-            for r in records if isinstance(r, dict)]
+    viewer = Viewer(state.ops, who)
+    out = []
+    for r in records:
+        seen = viewer.record(r) if isinstance(r, dict) else None
+        if seen is not None:
+            out.append(_frame("audit", ev.index, {**seen, "index": ev.index}))
+    return out
 
 
 def _replay(state: RestState, hub: ChangeHub, last: int) -> list[ChangeEvent] | None:
@@ -133,8 +125,9 @@ async def events(
             else:
                 for ev in replay:
                     sent = max(sent, ev.index)
-                    if _may_see(state, who, ev):
-                        yield _change_frame(ev)
+                    frame = _change_frame(state, who, ev)
+                    if frame is not None:
+                        yield frame
             beat = time.monotonic() + HEARTBEAT
             while True:
                 if stopping is not None and stopping.is_set():
@@ -152,14 +145,15 @@ async def events(
                         yield ": heartbeat\n\n"
                     continue
                 if isinstance(item, SystemEvent):
-                    for frame in _audit_frames(item):
+                    for frame in _audit_frames(state, who, item):
                         yield frame
                     continue
                 if item.index <= sent:
                     continue  # already replayed
                 sent = item.index
-                if _may_see(state, who, item):
-                    yield _change_frame(item)
+                change = _change_frame(state, who, item)
+                if change is not None:
+                    yield change
         finally:
             for unsub in unsubscribe:
                 unsub()

@@ -1,10 +1,15 @@
 """Audit log routes: /api/v1/logs, /logs/stats, /logs/export, /logs/archives, /logs/archive.
 
-Rules for this module: every route needs an authenticated identity; clearing the log and
-archiving now change the replicated trail and need the administrator (the original let any
-user clear it). JSON field names are the original's (``entries, total_count, offset, limit,
-has_more``...); a record is ``{id, timestamp, level, message, source, user, requestId,
-nodeId, fields}``. Queries use the audit indexes (``oba.audit.query``); exports stream.
+Rules for this module: every route needs an authenticated identity. ``/logs`` and
+``/logs/export`` answer everyone, through ``oba.audit.visibility.Viewer``: the administrator
+gets every record, anyone else only their own records naming entries they may read (the one
+rule shared with ``/activities`` and ``/events``). The trail as a whole is the
+administrator's: statistics, the archive list, archiving now and clearing need the
+administrator (the original let any user clear it and list archives). Archive files are named,
+never given by their path on the server. JSON field names are the original's (``entries,
+total_count, offset, limit, has_more``...); a record is ``{id, timestamp, level, message,
+source, user, requestId, nodeId, fields}``. Queries use the audit indexes
+(``oba.audit.query``); exports stream.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from oba.audit import query as q
 from oba.audit.archive import Archiver
 from oba.audit.db import parse_time
 from oba.audit.store import audit_store
+from oba.audit.visibility import Viewer
 from oba.rest.auth import Admin, State, Who
 from oba.rest.errors import ERROR_RESPONSES, ApiError
 from oba.rest.state import RestState
@@ -69,8 +75,7 @@ class LogStatsResponse(BaseModel):
 
 
 class ArchiveInfo(BaseModel):
-    name: str
-    path: str
+    name: str = Field(description="File name in logging.store.archiveDir (no server path).")
     size: int
     start_time: str | None
     end_time: str | None
@@ -126,13 +131,14 @@ def list_logs(
     limit: Annotated[int, Query(ge=1, le=q.MAX_LIMIT)] = 100,
 ) -> dict[str, Any]:
     flt = _filter(level, source, user, request_id, search, start_time, end_time)
-    page, total = q.query(state.node.store, flt, offset, limit)
+    page, total = q.query(state.node.store, flt, offset, limit, Viewer(state.ops, who))
     return {"entries": page, "total_count": total, "offset": offset, "limit": limit,
             "has_more": offset + len(page) < total}
 
 
-@router.get("/logs/stats", response_model=LogStatsResponse, summary="Audit trail statistics")
-def log_stats(state: State, who: Who) -> dict[str, Any]:
+@router.get("/logs/stats", response_model=LogStatsResponse,
+            summary="Audit trail statistics (admin only)")
+def log_stats(state: State, who: Admin) -> dict[str, Any]:
     out = q.stats(state.node.store)
     sink = audit_store(state.node)
     if sink is not None:
@@ -147,8 +153,9 @@ def log_stats(state: State, who: Who) -> dict[str, Any]:
     return out
 
 
-def _export_lines(state: RestState, flt: q.LogFilter, fmt: str) -> Iterator[str]:
-    records = q.iter_all_chunked(state.node.store, flt)
+def _export_lines(state: RestState, flt: q.LogFilter, fmt: str,
+                  viewer: Viewer) -> Iterator[str]:
+    records = q.iter_all_chunked(state.node.store, flt, viewer=viewer)
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf)
@@ -188,7 +195,8 @@ def export_logs(
     fmt = "ndjson" if format == "jsonl" else format
     flt = _filter(level, source, user, request_id, search, start_time, end_time)
     name = f"audit-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.{fmt}"
-    return StreamingResponse(_export_lines(state, flt, fmt), media_type=_MEDIA[fmt],
+    return StreamingResponse(_export_lines(state, flt, fmt, Viewer(state.ops, who)),
+                             media_type=_MEDIA[fmt],
                              headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
@@ -200,10 +208,15 @@ def _archiver(state: RestState) -> Archiver:
     return Archiver(str(cfg.archiveDir or ""), bool(cfg.compress))
 
 
+def _archive_info(info: dict[str, Any]) -> dict[str, Any]:
+    """An archive as the API shows it: by name, without its path on the server."""
+    return {k: v for k, v in info.items() if k != "path"}
+
+
 @router.get("/logs/archives", response_model=ArchivesResponse,
-            summary="Archive files on this node")
-def list_archives(state: State, who: Who) -> dict[str, Any]:
-    files = _archiver(state).files()
+            summary="Archive files on this node (admin only)")
+def list_archives(state: State, who: Admin) -> dict[str, Any]:
+    files = [_archive_info(a) for a in _archiver(state).files()]
     return {"archives": files, "count": len(files)}
 
 
@@ -221,7 +234,8 @@ async def archive_now(state: State, who: Admin) -> dict[str, Any]:
     new = [a for a in sink.archiver.files() if a["name"] not in before]
     if not new:
         return {"success": True, "archive": None, "message": "nothing to archive"}
-    return {"success": True, "archive": new[0], "message": f"archived to {new[0]['name']}"}
+    return {"success": True, "archive": _archive_info(new[0]),
+            "message": f"archived to {new[0]['name']}"}
 
 
 @router.delete("/logs", response_model=MessageResponse,

@@ -2,8 +2,9 @@
 
 Rules for this module: health, bind and config/public need no authentication; stats and
 activities need any authenticated identity. Counters come from ``node.all_stats()`` (LDAP,
-every listener process) plus the REST API's own; activities stay an empty list until the
-audit log exists.
+every listener process) plus the REST API's own; activities are audit records as
+``oba.audit.visibility.Viewer`` lets the caller see them (the administrator: all; anyone else:
+their own), an empty list while the audit store is off.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from oba.audit.query import recent_activities
+from oba.audit.visibility import Viewer
 from oba.config import format_duration
 from oba.operations import OpError
 from oba.protocol.filter import parse_filter
@@ -137,4 +139,4 @@ async def stats(state: State, who: Who) -> dict[str, Any]:
 async def activities(
     state: State, who: Who, limit: Annotated[int, Query(ge=1, le=100)] = 10
 ) -> dict[str, Any]:
-    return recent_activities(state.node, limit)
+    return recent_activities(state.node, limit, Viewer(state.ops, who))
