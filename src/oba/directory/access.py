@@ -6,9 +6,14 @@ Rules for this module:
   policy of a stock OpenLDAP: ``userPassword`` writable by its owner (binds check it
   regardless), everything else readable (read, search, compare) by everyone, no other write for
   anyone but the root DN.
-- Whatever the rules say, ``userPassword`` values are returned (``read``) to the root DN only,
-  and searched or compared by the root DN and the entry's owner only (a document can restrict
-  that further, never widen it). A hash is a secret too: offline guessing needs only the hash.
+- Whatever the rules say, ``userPassword`` values are returned (``read``) and searched (used in
+  a filter) by the root DN only, and compared by the root DN and the entry's owner only (a
+  document can restrict that further, never widen it). A hash is a secret too: offline
+  guessing needs only the hash, and a filter on it answers guesses without a bind (so lockout
+  never counts them): for every other caller a filter item on it is Undefined
+  (``unsearchable``), under the built-in policy as under a document.
+- A document with no rules and no explicit ``defaultPolicy`` is never put in force
+  (``oba.acl.document.check_document``): it is what an empty or half-written file parses to.
 - ``group:<DN>`` subjects are resolved from the directory (``attach`` gives the store) and
   cached per applied change index, so a membership change counts from the next operation.
 - Decisions only, no network I/O; identities and targets are normalised DNs (``""`` =
@@ -22,16 +27,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from oba.acl import store as _acl_store  # noqa: F401  (registers the acl.set handler)
-from oba.acl.document import AclDocument
+from oba.acl.document import AclDocument, check_document
 from oba.acl.engine import AclEngine, Decision, GroupResolver
 from oba.protocol.resultcodes import ResultCode
 
 PROTECTED_ATTRS = frozenset({"userpassword"})
+NOTHING: frozenset[str] = frozenset()
 
 
 def _password_hidden(bind_ndn: str, target_ndn: str, right: str) -> bool:
-    """For a non-root identity: is this read/search/compare of userPassword refused?"""
-    return right == "read" or not bind_ndn or bind_ndn != target_ndn
+    """For a non-root identity: is this read/search/compare of userPassword refused? Only
+    ``compare`` is left to the owner (as a bind would check it)."""
+    return right != "compare" or not bind_ndn or bind_ndn != target_ndn
+
+
 READ_RIGHTS = frozenset({"read", "search", "compare"})
 GROUP_MEMBER_ATTRS = ("member", "uniqueMember")
 
@@ -68,10 +77,12 @@ class AccessPolicy:
         return self.engine.document if self.engine is not None else None
 
     def set_document(self, document: AclDocument | None, source: str = "file") -> None:
-        """Enforce ``document`` from now on (None: back to the built-in default)."""
+        """Enforce ``document`` from now on (None: back to the built-in default); ``AclError``
+        for a document with no rules and no explicit ``defaultPolicy`` (nothing changes)."""
         if document is None:
             self.engine, self.source = None, "builtin"
         else:
+            check_document(document)
             if self._schema is None:
                 from oba.schema import Schema
 
@@ -125,6 +136,12 @@ class AccessPolicy:
     def is_root(self, bind_ndn: str) -> bool:
         return bool(bind_ndn) and bind_ndn == self.root_ndn
 
+    def unsearchable(self, bind_ndn: str) -> frozenset[str]:
+        """The attributes (lower-case canonical names) ``bind_ndn`` may use in a filter on no
+        entry, whatever the rules: the protected ones for everyone but the root DN. Under the
+        built-in policy this is the whole set of attributes the caller may not search."""
+        return NOTHING if self.is_root(bind_ndn) else PROTECTED_ATTRS
+
     def decide(self, bind_ndn: str, target_ndn: str, right: str,
                attr: str | None = None) -> Decision:
         """May ``bind_ndn`` exercise ``right`` on the entry (``attr`` None) or one attribute?"""
@@ -133,8 +150,8 @@ class AccessPolicy:
         protected = attr is not None and attr.lower() in PROTECTED_ATTRS
         if protected and right in READ_RIGHTS and _password_hidden(bind_ndn, target_ndn, right):
             return Decision(False, None, None,
-                            "userPassword is returned to the root DN only (its owner may "
-                            "search and compare it)")
+                            "userPassword is returned to and searched by the root DN only "
+                            "(its owner may compare it)")
         if self.engine is None:
             return self._builtin(bind_ndn, target_ndn, right, attr)
         return self.engine.decide(bind_ndn, target_ndn, right, attr, self.group_members)

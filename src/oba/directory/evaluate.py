@@ -1,8 +1,16 @@
 """Search filter evaluation (RFC 4511 section 4.5.1.7), compiled once per search.
 
-Rules: three-valued logic — a matcher returns True, False or None (Undefined). A filter item is
-Undefined when its attribute type is unknown, its attribute has no suitable matching rule, or
-its assertion value is invalid for that rule; an absent attribute makes the item False.
+Rules: three-valued logic — a matcher returns True, False or None (Undefined), and NOT of
+Undefined is Undefined. A filter item is Undefined when its attribute type is unknown, its
+attribute has no suitable matching rule, its assertion value is invalid for that rule, or the
+caller may not search that attribute or one of its subtypes (whose values an item on the
+supertype compares): ``blind``, lower-case canonical names given when the filter is compiled.
+An absent attribute makes the item False. An extensible match without a type compares the
+attributes not ``blind`` and is True when one matches; otherwise it is Undefined when anything
+is ``blind`` (the hidden attributes count as present everywhere, so that neither their values
+nor their presence show), else False. So the result never depends on a ``blind`` attribute,
+and making more attributes ``blind`` only ever turns results into Undefined (monotone: a
+search may evaluate with fewer ``blind`` attributes first, then with the caller's own).
 Values are compared through the schema's matching rules (equality for ``=`` and ``~=``,
 ordering for ``>=``/``<=``, substrings for ``=*x*``). Assertion values are normalised once,
 when the filter is compiled; entry values once per entry object and rule (memoised on the
@@ -54,6 +62,10 @@ def _safe_norm(rule: Any, value: bytes) -> bytes | None:
     return out
 
 
+Blind = frozenset[str]  # lower-case canonical names of attributes the caller may not search
+SEES_ALL: Blind = frozenset()
+
+
 def attr_names(schema: SchemaLike, canon: str) -> tuple[str, ...]:
     """``canon`` and the canonical names of its subtypes (attribute types whose SUP chain
     reaches it), when the schema can enumerate them."""
@@ -64,6 +76,45 @@ def attr_names(schema: SchemaLike, canon: str) -> tuple[str, ...]:
             names = [canon, *(str(n) for n in found if str(n) != canon)]
             return tuple(names)
     return (canon,)
+
+
+def _canonical(schema: SchemaLike, attr: str, blind: Blind) -> tuple[str | None, bool]:
+    """(canonical name or None when undefined, whether an item on it is hidden: the caller
+    may not search it or one of its subtypes)."""
+    canon = schema.canonical(attr)
+    if canon is None or not blind:
+        return canon, False
+    return canon, any(n.lower() in blind for n in attr_names(schema, canon))
+
+
+def hidden(schema: SchemaLike, attr: str, blind: Blind) -> bool:
+    """Is a filter item on ``attr`` Undefined for a caller who may not search ``blind``?"""
+    return bool(blind) and _canonical(schema, attr, blind)[1]
+
+
+def filter_reads(flt: Filter, schema: SchemaLike) -> tuple[frozenset[str], bool]:
+    """What evaluating ``flt`` reads: the lower-case canonical names of the attributes whose
+    values it compares (subtypes included; undefined types left out, their items are
+    Undefined anyway), and whether it compares every attribute (an extensible match without
+    a type)."""
+    names: set[str] = set()
+    every = False
+    stack: list[Filter] = [flt]
+    while stack:
+        f = stack.pop()
+        if isinstance(f, And | Or):
+            stack.extend(f.filters)
+        elif isinstance(f, Not):
+            stack.append(f.filter)
+        else:
+            attr = getattr(f, "attr", None)
+            if not attr:
+                every = True
+                continue
+            canon = schema.canonical(attr)
+            if canon is not None:
+                names.update(n.lower() for n in attr_names(schema, canon))
+    return frozenset(names), every
 
 
 def _values(entry: Entry, names: tuple[str, ...]) -> list[bytes]:
@@ -88,9 +139,9 @@ def _normalised(entry: Entry, names: tuple[str, ...], rule: Any) -> list[bytes |
     return out
 
 
-def _equality(schema: SchemaLike, attr: str, value: bytes) -> Matcher:
-    canon = schema.canonical(attr)
-    if canon is None:
+def _equality(schema: SchemaLike, attr: str, value: bytes, blind: Blind = SEES_ALL) -> Matcher:
+    canon, unseen = _canonical(schema, attr, blind)
+    if canon is None or unseen:
         return _undefined
     rule = schema.equality(canon)
     if rule is None:
@@ -113,9 +164,10 @@ def _equality(schema: SchemaLike, attr: str, value: bytes) -> Matcher:
     return match
 
 
-def _ordering(schema: SchemaLike, attr: str, value: bytes, ge: bool) -> Matcher:
-    canon = schema.canonical(attr)
-    if canon is None:
+def _ordering(schema: SchemaLike, attr: str, value: bytes, ge: bool,
+              blind: Blind = SEES_ALL) -> Matcher:
+    canon, unseen = _canonical(schema, attr, blind)
+    if canon is None or unseen:
         return _undefined
     rule = schema.ordering(canon)
     if rule is None:
@@ -146,9 +198,9 @@ class _ComponentRule:
         self.normalize = getattr(rule, "normalize_component", rule.normalize)
 
 
-def _substrings(schema: SchemaLike, f: Substrings) -> Matcher:
-    canon = schema.canonical(f.attr)
-    if canon is None:
+def _substrings(schema: SchemaLike, f: Substrings, blind: Blind = SEES_ALL) -> Matcher:
+    canon, unseen = _canonical(schema, f.attr, blind)
+    if canon is None or unseen:
         return _undefined
     rule = schema.substr(canon)
     if rule is None:
@@ -173,10 +225,12 @@ def _substrings(schema: SchemaLike, f: Substrings) -> Matcher:
     return match
 
 
-def _present(schema: SchemaLike, attr: str) -> Matcher:
-    canon = schema.canonical(attr)
+def _present(schema: SchemaLike, attr: str, blind: Blind = SEES_ALL) -> Matcher:
+    canon, unseen = _canonical(schema, attr, blind)
     if canon is None:
         return _false
+    if unseen:
+        return _undefined
     if canon.lower() == "objectclass":
         return _true
     names = attr_names(schema, canon)
@@ -192,13 +246,14 @@ def _lookup_rule(schema: SchemaLike, name: str) -> Any:
     return finder(name) if callable(finder) else None
 
 
-def _extensible(schema: SchemaLike, f: Extensible) -> Matcher:
+def _extensible(schema: SchemaLike, f: Extensible, blind: Blind = SEES_ALL) -> Matcher:
     """``attr:dn:rule:=value``: the rule (or the attribute's equality rule) over the attribute's
-    values (or every attribute the rule can compare) and, with ``:dn``, the DN's AVAs."""
+    values (or every attribute the rule can compare but the ``blind`` ones) and, with ``:dn``,
+    the DN's AVAs (of types not ``blind``)."""
     canon: str | None = None
     if f.attr is not None:
-        canon = schema.canonical(f.attr)
-        if canon is None:
+        canon, unseen = _canonical(schema, f.attr, blind)
+        if canon is None or unseen:
             return _undefined
     rule: Any
     if f.matching_rule is not None:
@@ -215,6 +270,8 @@ def _extensible(schema: SchemaLike, f: Extensible) -> Matcher:
     rule_name = str(getattr(rule, "name", "")).lower()
     ordering = rule_name.endswith("orderingmatch")
     names = attr_names(schema, canon) if canon is not None else None
+    # no type: the hidden attributes count as present everywhere, values unknown
+    otherwise: bool | None = None if names is None and blind else False
 
     def hit(values: list[bytes]) -> bool:
         for v in values:
@@ -232,28 +289,36 @@ def _extensible(schema: SchemaLike, f: Extensible) -> Matcher:
         if names is not None:
             if hit(_values(entry, names)):
                 return True
+        elif blind:
+            if any(hit(vals) for name, vals in entry.attrs.items()
+                   if name.lower() not in blind):
+                return True
         elif any(hit(vals) for vals in entry.attrs.values()):
             return True
         if f.dn_attributes:
             try:
                 dn = parse_dn(entry.dn)
             except DNError:
-                return False
+                return otherwise
             for rdn in dn:
                 for typ, val in rdn:
-                    if canon is not None and schema.canonical(typ) != canon:
+                    typ_canon = schema.canonical(typ)
+                    if canon is not None and typ_canon != canon:
+                        continue
+                    if blind and (typ_canon or typ).lower() in blind:
                         continue
                     if hit([val.encode("utf-8")]):
                         return True
-        return False
+        return otherwise
 
     return match
 
 
-def compile_filter(flt: Filter, schema: SchemaLike) -> Matcher:
-    """A closure evaluating ``flt`` against an entry (True / False / None = Undefined)."""
+def compile_filter(flt: Filter, schema: SchemaLike, blind: Blind = SEES_ALL) -> Matcher:
+    """A closure evaluating ``flt`` against an entry (True / False / None = Undefined), for a
+    caller who may not search the ``blind`` attributes (their items are Undefined)."""
     if isinstance(flt, And):
-        parts = [compile_filter(f, schema) for f in flt.filters]
+        parts = [compile_filter(f, schema, blind) for f in flt.filters]
 
         def and_(entry: Entry) -> bool | None:
             result: bool | None = True
@@ -267,7 +332,7 @@ def compile_filter(flt: Filter, schema: SchemaLike) -> Matcher:
 
         return and_
     if isinstance(flt, Or):
-        parts = [compile_filter(f, schema) for f in flt.filters]
+        parts = [compile_filter(f, schema, blind) for f in flt.filters]
 
         def or_(entry: Entry) -> bool | None:
             result: bool | None = False
@@ -281,7 +346,7 @@ def compile_filter(flt: Filter, schema: SchemaLike) -> Matcher:
 
         return or_
     if isinstance(flt, Not):
-        inner = compile_filter(flt.filter, schema)
+        inner = compile_filter(flt.filter, schema, blind)
 
         def not_(entry: Entry) -> bool | None:
             r = inner(entry)
@@ -289,16 +354,16 @@ def compile_filter(flt: Filter, schema: SchemaLike) -> Matcher:
 
         return not_
     if isinstance(flt, Equality | Approx):
-        return _equality(schema, flt.attr, flt.value)
+        return _equality(schema, flt.attr, flt.value, blind)
     if isinstance(flt, GreaterOrEqual):
-        return _ordering(schema, flt.attr, flt.value, ge=True)
+        return _ordering(schema, flt.attr, flt.value, True, blind)
     if isinstance(flt, LessOrEqual):
-        return _ordering(schema, flt.attr, flt.value, ge=False)
+        return _ordering(schema, flt.attr, flt.value, False, blind)
     if isinstance(flt, Substrings):
-        return _substrings(schema, flt)
+        return _substrings(schema, flt, blind)
     if isinstance(flt, Present):
-        return _present(schema, flt.attr)
-    return _extensible(schema, flt)
+        return _present(schema, flt.attr, blind)
+    return _extensible(schema, flt, blind)
 
 
 def compare(entry: Entry, attr: str, value: bytes, schema: SchemaLike) -> bool | None:

@@ -6,7 +6,11 @@ items of AND/OR give a candidate id set (a superset of the matches); without one
 walked through the ``children`` database. A subtree search with a selective candidate set never
 walks the tree: each candidate's normalised DN is checked against the base instead. The full
 filter is always evaluated on each candidate; only entries for which it is True are returned.
-Compiled filters are memoised per ``SearchContext`` (bounded; a filter is a frozen value).
+Compiled filters are memoised per ``SearchContext`` (bounded; a filter is a frozen value), keyed
+by the filter and the ``blind`` set. ``blind`` names the attributes the caller may not search
+(lower-case canonical): their items are Undefined in the evaluation, and never used to plan, so
+an index on such an attribute can neither narrow nor widen the result (an Undefined item is
+never True: it contributes no candidates, and an AND holding it has none).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from oba.directory.entry import Entry
-from oba.directory.evaluate import Matcher, compile_filter
+from oba.directory.evaluate import SEES_ALL, Blind, Matcher, compile_filter, hidden
 from oba.protocol.messages import (
     And,
     Approx,
@@ -39,25 +43,49 @@ MATCHER_CACHE_SIZE = 16384
 @dataclass(slots=True)
 class SearchContext:
     schema: SchemaLike
-    matchers: dict[Filter, Matcher] = field(default_factory=dict)
+    matchers: dict[tuple[Filter, Blind], Matcher] = field(default_factory=dict)
+    # (attribute as written, blind) -> is an item on it hidden (see ``evaluate.hidden``)
+    hidden: dict[tuple[str, Blind], bool] = field(default_factory=dict)
 
 
-def _matcher(ctx: SearchContext, flt: Filter) -> Matcher:
+def _matcher(ctx: SearchContext, flt: Filter, blind: Blind = SEES_ALL) -> Matcher:
     matchers = ctx.matchers
+    key = (flt, blind)
     try:
-        found = matchers.get(flt)
+        found = matchers.get(key)
     except TypeError:  # a filter holding something unhashable: compile it each time
-        return compile_filter(flt, ctx.schema)
+        return compile_filter(flt, ctx.schema, blind)
     if found is None:
-        found = compile_filter(flt, ctx.schema)
+        found = compile_filter(flt, ctx.schema, blind)
         if len(matchers) >= MATCHER_CACHE_SIZE:
             matchers.clear()
-        matchers[flt] = found
+        matchers[key] = found
     return found
 
 
-def plan(txn: ReadTxn, schema: SchemaLike, flt: Filter) -> set[int] | None:
-    """Candidate ids from the indexes, or None when the filter cannot narrow the search."""
+def _hidden(schema: SchemaLike, attr: str, blind: Blind,
+            memo: dict[tuple[str, Blind], bool] | None) -> bool:
+    if not blind:
+        return False
+    if memo is None:
+        return hidden(schema, attr, blind)
+    key = (attr, blind)
+    found = memo.get(key)
+    if found is None:
+        if len(memo) >= MATCHER_CACHE_SIZE:
+            memo.clear()
+        found = memo[key] = hidden(schema, attr, blind)
+    return found
+
+
+def plan(txn: ReadTxn, schema: SchemaLike, flt: Filter, blind: Blind = SEES_ALL,
+         memo: dict[tuple[str, Blind], bool] | None = None) -> set[int] | None:
+    """Candidate ids from the indexes (a superset of the entries for which ``flt`` is True),
+    or None when the filter cannot narrow the search. An item on a ``blind`` attribute is
+    never True: no candidates, and its index is not read. ``memo``: ``SearchContext.hidden``."""
+    if isinstance(flt, Equality | Approx | Present | Substrings) and _hidden(schema, flt.attr,
+                                                                               blind, memo):
+        return set()
     if isinstance(flt, Equality | Approx):
         canon = schema.canonical(flt.attr)
         if canon is None or not txn.has_index(canon, "eq"):
@@ -93,7 +121,7 @@ def plan(txn: ReadTxn, schema: SchemaLike, flt: Filter) -> set[int] | None:
     if isinstance(flt, And):
         result: set[int] | None = None
         for f in flt.filters:
-            c = plan(txn, schema, f)
+            c = plan(txn, schema, f, blind, memo)
             if c is None:
                 continue
             result = c if result is None else result & c
@@ -103,7 +131,7 @@ def plan(txn: ReadTxn, schema: SchemaLike, flt: Filter) -> set[int] | None:
     if isinstance(flt, Or):
         union: set[int] = set()
         for f in flt.filters:
-            c = plan(txn, schema, f)
+            c = plan(txn, schema, f, blind, memo)
             if c is None:
                 return None
             union |= c
@@ -140,12 +168,14 @@ def search(
     flt: Filter,
     size_limit: int = 0,
     base_entry: Entry | None = None,
+    blind: Blind = SEES_ALL,
 ) -> Iterator[Entry]:
     """Entries in scope for which ``flt`` is True; at most ``size_limit`` when it is > 0.
     ``base_ndn`` "" means the whole database (the root DSE itself is never returned).
-    ``base_entry``: the entry at ``base_ndn`` when the caller has already read it."""
+    ``base_entry``: the entry at ``base_ndn`` when the caller has already read it. ``blind``:
+    the attributes the caller may not search in any entry (their items are Undefined)."""
     schema = ctx.schema
-    matcher = _matcher(ctx, flt)
+    matcher = _matcher(ctx, flt, blind)
     if base_entry is not None:
         base_id: int | None = base_entry.id
     else:
@@ -167,7 +197,7 @@ def search(
             yield entry
         return
 
-    candidates = plan(txn, schema, flt)
+    candidates = plan(txn, schema, flt, blind, ctx.hidden)
     ids: Iterator[int] | list[int]
     if scope == ONE:
         if candidates is not None and len(candidates) < 64:

@@ -18,7 +18,6 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from oba.directory.entry import Entry
-from oba.directory.evaluate import compile_filter
 from oba.events import ChangeEvent
 from oba.operations import OpError
 from oba.protocol.controls import (
@@ -49,7 +48,8 @@ class PersistentSearchJob:
         self.schema = conn.node.schema
         self.base_ndn = conn.ops.normalize_dn(op.base)
         self.scope = int(op.scope)
-        self.matcher = compile_filter(op.filter, self.schema)
+        # items on attributes the client may not search are Undefined, as in a search
+        self.matcher = conn.ops.matcher_for(conn.identity, op.filter)
         self.queue: asyncio.Queue[ChangeEvent | None] = asyncio.Queue()
         self.behind = False
 
@@ -95,7 +95,7 @@ class PersistentSearchJob:
             return
         conn = self.conn
         seen = conn.ops.readable(conn.identity, entry)
-        if seen is None or self.matcher(seen) is not True:
+        if seen is None or not self.matcher(entry):
             return
         controls: tuple[Control, ...] = ()
         if self.request.return_ecs:
