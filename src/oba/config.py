@@ -10,6 +10,10 @@ Rules for this module:
 - Unknown keys, wrong types and malformed durations or sizes are errors, never ignored.
 - The reference page (docs/configuration.md), `oba config init` and the environment variable
   names are all generated from the models below, so they cannot drift apart.
+- A configuration loaded from a file remembers each value as the file wrote it (`_FileSource`),
+  so that `render_config_file` (what `POST /api/v1/config/save` writes) puts `${VAR}`
+  references back as references, and never writes a secret the file did not hold itself (one
+  from an `OBA_*` variable or a resolved `${VAR}`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import ipaddress
 import json
 import os
 import re
+import secrets
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -54,6 +59,7 @@ __all__ = [
     "load_config",
     "parse_duration",
     "parse_size",
+    "render_config_file",
     "render_config_reference",
     "render_default_yaml",
 ]
@@ -255,6 +261,25 @@ def _key_pair_problem(cert: str, key: str, names: tuple[str, str]) -> tuple[str,
     return None
 
 
+class _RawScalar(str):
+    """A scalar as the config file wrote it (``${VAR}`` references unresolved), with its YAML
+    style (None: plain, or ' " | >), so that it is written back the same way."""
+
+    style: str | None = None
+    reference: bool = False
+
+
+@dataclass
+class _FileSource:
+    """What a configuration file said: ``raw`` maps each scalar's path (``rest.jwtSecret``,
+    ``cluster.peers[1].addr``) to its text before ``${VAR}`` substitution (None when that text
+    is no YAML the loader could read); ``loaded`` is the effective configuration (JSON form)
+    right after loading, to tell the values changed since (``PATCH``) from the file's own."""
+
+    raw: dict[str, _RawScalar] | None
+    loaded: dict[str, Any]
+
+
 # --------------------------------------------------------------------------- models
 
 
@@ -282,6 +307,15 @@ class ServerConfig(_Section):
     writeTimeout: Duration = Field(
         default=timedelta(seconds=30),
         description="Longest wait for a client to accept a response.",
+    )
+    anonymousIdleTimeout: Duration = Field(
+        default=timedelta(seconds=5),
+        description=(
+            "Idle time after which a connection without an authenticated identity (never "
+            "bound, bound anonymously, or its last bind failed) is closed, applied only while "
+            "at least half of maxConnections are open: below that readTimeout alone applies, "
+            "so pooled anonymous clients keep their connections. 0: off."
+        ),
     )
     pidFile: PathStr = Field(
         default="", description="Write the process id to this file (empty: none)."
@@ -443,6 +477,14 @@ class RestConfig(_Section):
         default_factory=list,
         description="Peers (IPs or CIDRs) whose X-Forwarded-For is believed for rate limits.",
     )
+    maxBodySize: Size = Field(
+        default=8 * 1024 * 1024,
+        description=(
+            "Largest request body accepted by the REST API (and the web admin's /api/), in "
+            "bytes: a larger Content-Length is answered 413 payload_too_large before the body "
+            "is read, a chunked body is counted as it arrives and cut off at the limit."
+        ),
+    )
 
     @field_validator("address")
     @classmethod
@@ -549,6 +591,7 @@ class Config(BaseModel):
     )
 
     _origins: dict[str, str] = PrivateAttr(default_factory=dict)
+    _source: _FileSource | None = PrivateAttr(default=None)
 
     def validate_semantics(self) -> None:
         """Cross-field checks; raises `ConfigError` listing every problem found."""
@@ -779,6 +822,46 @@ def _load_yaml(text: str, file: str) -> tuple[dict[str, Any], dict[str, int]]:
     return data, loader.lines
 
 
+def _raw_scalars(text: str) -> dict[str, _RawScalar] | None:
+    """Every scalar of the config file ``text`` by path, as written: ``${VAR}`` references
+    are parsed as stand-in words (a reference is not always valid YAML where it stands, in a
+    flow list for instance) and put back afterwards. None when the text cannot be read so."""
+    refs: list[str] = []
+    nonce = "obaref" + secrets.token_hex(4)
+    while nonce in text:
+        nonce = "obaref" + secrets.token_hex(4)
+    stand_in = re.compile(re.escape(nonce) + r"(\d+)x")
+
+    def hold(match: re.Match[str]) -> str:
+        refs.append(match.group(0))
+        return f"{nonce}{len(refs) - 1}x"
+
+    try:
+        root = yaml.compose(_SUBST.sub(hold, text), Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None
+    out: dict[str, _RawScalar] = {}
+
+    def walk(node: yaml.Node, path: str) -> None:
+        if isinstance(node, yaml.ScalarNode):
+            value = str(node.value)
+            raw = _RawScalar(stand_in.sub(lambda m: refs[int(m.group(1))], value))
+            raw.style = node.style or None
+            raw.reference = stand_in.search(value) is not None
+            out[path] = raw
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, f"{path}[{index}]")
+        elif isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                walk(value_node, f"{path}.{key}" if path else key)
+
+    if root is not None:
+        walk(root, "")
+    return out
+
+
 # --------------------------------------------------------------------------- loading
 
 
@@ -902,6 +985,8 @@ def load_config(
         raise ConfigError(_format_errors(exc, origins)) from None
     cfg._origins = origins
     _resolve_paths(cfg, Path(cwd) if cwd is not None else Path.cwd())
+    if path is not None:
+        cfg._source = _FileSource(_raw_scalars(text), cfg.model_dump(mode="json", by_alias=True))
     return cfg
 
 
@@ -931,6 +1016,91 @@ def dump_config(cfg: Config, fmt: str = "yaml", mask_secrets: bool = True) -> st
     if fmt == "yaml":
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
     raise ValueError(f"unknown format {fmt!r} (yaml or json)")
+
+
+class _FileDumper(yaml.SafeDumper):
+    """Writes ``_RawScalar`` values in the style the file had (plain stays plain, so that a
+    reference standing for a number, a boolean or a list still does after substitution)."""
+
+
+_FileDumper.add_representer(
+    _RawScalar,
+    lambda dumper, value: dumper.represent_scalar("tag:yaml.org,2002:str", str(value),
+                                                  style=value.style),
+)
+
+
+def _split_path(path: str) -> list[str | int]:
+    """``cluster.peers[1].addr`` -> ``["cluster", "peers", 1, "addr"]``."""
+    parts: list[str | int] = []
+    for part in path.split("."):
+        name, *indexes = part.split("[")
+        parts.append(name)
+        parts += [int(index.rstrip("]")) for index in indexes]
+    return parts
+
+
+_MISSING = object()
+
+
+def _child(node: Any, part: str | int) -> Any:
+    if isinstance(part, int):
+        return node[part] if isinstance(node, list) and part < len(node) else _MISSING
+    return node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
+
+
+def _lookup(data: Any, path: str) -> Any:
+    """The value at ``path`` in the JSON form of a configuration, or ``_MISSING``."""
+    for part in _split_path(path):
+        data = _child(data, part)
+        if data is _MISSING:
+            break
+    return data
+
+
+def _replace_at(data: Any, path: str, value: Any) -> None:
+    """Set the value at ``path`` when it exists; ``_MISSING`` removes a mapping key."""
+    *parents, last = _split_path(path)
+    for part in parents:
+        data = _child(data, part)
+    if _child(data, last) is _MISSING:
+        return
+    if value is _MISSING:
+        del data[last]
+    else:
+        data[last] = value
+
+
+def render_config_file(cfg: Config) -> str:
+    """The YAML ``POST /api/v1/config/save`` writes: the effective configuration, except that
+    - a key whose value the file took from ``${VAR}`` references keeps those references, as
+      long as its value has not changed since (a hot key changed over the API is written as
+      its new value);
+    - a secret is written only as the file wrote it (a literal or a reference): one that came
+      from an ``OBA_*`` variable or the command line is left out, so that a secret never reaches
+      the file in clear text unless it was there already.
+    Raises ``ConfigError`` when the file's text could not be read for its references."""
+    data: dict[str, Any] = cfg.model_dump(mode="json", by_alias=True)
+    source = cfg._source
+    raw = source.raw if source is not None else {}
+    if raw is None:
+        raise ConfigError([f"{cfg._origin_of('')}: cannot tell the file's ${{VAR}} references "
+                           "from their values; edit the file by hand"])
+    loaded = source.loaded if source is not None else {}
+    for leaf in _leaves():
+        if leaf.kind is not None and leaf.kind.secret:
+            if leaf.path in raw:
+                _replace_at(data, leaf.path, raw[leaf.path])
+            elif _lookup(data, leaf.path):  # not from the file: not written at all
+                _replace_at(data, leaf.path, _MISSING)
+            continue
+        refs = [path for path, value in raw.items() if value.reference and (
+            path == leaf.path or path.startswith((leaf.path + ".", leaf.path + "[")))]
+        if refs and _lookup(data, leaf.path) == _lookup(loaded, leaf.path):
+            for path in refs:
+                _replace_at(data, path, raw[path])
+    return yaml.dump(data, Dumper=_FileDumper, sort_keys=False, allow_unicode=True,
+                     default_flow_style=False)
 
 
 # --------------------------------------------------------------------------- rendering
@@ -977,6 +1147,8 @@ def render_config_reference() -> str:
         "",
         "- `${VAR}` and `${VAR:-default}` in the file are replaced from the environment before",
         "  parsing (`${VAR}` is empty when VAR is unset; the default applies when unset or empty).",
+        "  `POST /api/v1/config/save` writes such references back as they were written, and a",
+        "  secret only as the file itself held it (never one from an `OBA_*` variable).",
         "- Durations: a number with a unit, `150ms`, `30s`, `5m`, `1h`, `2d`, or compounds such as",
         "  `1h30m`; a plain number means seconds.",
         "- Sizes: a number of bytes, or a number with a unit (`KiB`, `MiB`, `GiB`, `KB`, `MB`,",

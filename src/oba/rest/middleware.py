@@ -1,12 +1,14 @@
-"""ASGI middleware of the REST API: last-resort errors, counting, CORS, per-IP rate limit.
+"""ASGI middleware of the REST API: body size limit, last-resort errors, counting, CORS,
+per-IP rate limit.
 
 Rules for this module: plain ASGI classes (no buffering, so streamed responses stay streamed).
-Order, outermost first: ``Guard`` (an unhandled exception is logged and answered 500
-``internal_error``, never with a trace) → ``Counter`` → ``Cors`` (preflights answered here) →
-``RateLimit`` (token bucket per client IP; 429 + ``Retry-After``). The client IP is the socket
-peer unless that peer is listed in ``rest.trustedProxies``; then the right-most
-``X-Forwarded-For`` address that is not itself a trusted proxy. Settings are read from the live
-config on every request.
+Order, outermost first: ``BodyLimit`` (wrapped around the whole app by each server that serves
+it, ``oba.rest.server`` and ``oba.web.server``, so it runs before anything else, authentication
+included) → ``Guard`` (an unhandled exception is logged and answered 500 ``internal_error``,
+never with a trace) → ``Counter`` → ``Cors`` (preflights answered here) → ``RateLimit`` (token
+bucket per client IP; 429 + ``Retry-After``). The client IP is the socket peer unless that peer
+is listed in ``rest.trustedProxies``; then the right-most ``X-Forwarded-For`` address that is
+not itself a trusted proxy. Settings are read from the live config on every request.
 """
 
 from __future__ import annotations
@@ -37,6 +39,74 @@ async def send_json(send: Send, status: int, payload: dict[str, Any],
     raw += [(k.lower().encode(), v.encode()) for k, v in headers]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": data})
+
+
+class BodyLimit:
+    """``rest.maxBodySize``: a request whose ``Content-Length`` says more is answered 413
+    ``payload_too_large`` at once, before any of its body is read (so no ``100 Continue``
+    either); one within the limit passes untouched (the HTTP parser reads no more than the
+    length). A body without a length (chunked) is read here first, counted as it arrives: past
+    the limit it is answered 413 and the application never runs (a refused body is freed at
+    once; had the application read it, the error raised in the framework would keep it alive
+    until a full garbage collection); within the limit the application gets it in one piece.
+    A 413 closes the connection (``Connection: close``): the rest of the body is never read."""
+
+    def __init__(self, app: ASGIApp, config: ConfigGetter) -> None:
+        self.app = app
+        self.config = config
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = int(self.config().maxBodySize)
+        declared = _header(scope, b"content-length")
+        if declared is not None:
+            if declared.strip().isdigit() and int(declared) > limit:
+                await self._refuse(scope, send, limit)
+                return
+            await self.app(scope, receive, send)
+            return
+        if _header(scope, b"transfer-encoding") is None:  # no body at all
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                chunks.clear()
+                await self._refuse(scope, send, limit)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        whole = b"".join(chunks)
+        chunks.clear()
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # what comes after the body: a disconnect
+            replayed = True
+            return {"type": "http.request", "body": whole, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _refuse(scope: Scope, send: Send, limit: int) -> None:
+        log.debug("REST %s %s from %s refused: body larger than rest.maxBodySize (%d bytes)",
+                  scope.get("method"), scope.get("path"), (scope.get("client") or ("?",))[0],
+                  limit)
+        await send_json(send, 413, body(413, "payload_too_large",
+                                        f"the request body is larger than rest.maxBodySize "
+                                        f"({limit} bytes)"),
+                        [("Connection", "close")])
 
 
 class RequestId:

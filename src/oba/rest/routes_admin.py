@@ -10,7 +10,10 @@ Rules for this module:
 - Config: every response masks secrets. PATCH changes only hot-reloadable keys (``HOT_KEYS``)
   after validating the whole section through its pydantic model; any other key is a 400 naming
   it. ``reload`` re-reads the file the node was started from and applies its hot keys, listing
-  the changed keys that need a restart; ``save`` writes the effective configuration there.
+  the changed keys that need a restart; ``save`` writes the effective configuration there
+  (``oba.config.render_config_file``): values the file took from ``${VAR}`` references are
+  written back as those references, and a secret only ever as the file itself wrote it (never
+  one resolved from a reference or set by an ``OBA_*`` variable).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from oba.acl.document import AclDocument, AclError, AclRule, validate_acl, validate_rule
 from oba.acl.runtime import set_document
-from oba.config import Config, ConfigError, dump_config, load_config
+from oba.config import Config, ConfigError, dump_config, load_config, render_config_file
 from oba.operations import Identity
 from oba.protocol.dn import DNError
 from oba.rest import models as m
@@ -44,8 +47,9 @@ router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
 
 HOT_KEYS: dict[str, frozenset[str]] = {
     "logging": frozenset({"level", "format"}),
-    "server": frozenset({"maxConnections", "readTimeout", "writeTimeout"}),
-    "rest": frozenset({"rateLimit", "tokenTTL", "corsOrigins"}),
+    "server": frozenset({"maxConnections", "readTimeout", "writeTimeout",
+                         "anonymousIdleTimeout"}),
+    "rest": frozenset({"rateLimit", "tokenTTL", "corsOrigins", "maxBodySize"}),
 }
 # sections are the nested models; top-level scalar keys (aclFile) are handled on their own
 SECTIONS = tuple(
@@ -253,7 +257,8 @@ async def acl_explain(req: ExplainRequest, state: State, who: Admin) -> dict[str
              summary="Validate an ACL document without applying it")
 async def acl_validate(req: m.AclValidateRequest, state: State, who: Admin) -> dict[str, Any]:
     try:
-        doc = validate_acl(req.model_dump(), state.node.schema)
+        # only what the caller wrote: an omitted defaultPolicy is refused/denied, as in a file
+        doc = validate_acl(req.model_dump(exclude_unset=True), state.node.schema)
     except AclError as exc:
         return {"valid": False, "errors": exc.errors}
     return {"valid": True, "message": f"valid: {len(doc.rules)} rules"}
@@ -377,6 +382,7 @@ async def config_reload(state: State, who: Admin) -> dict[str, Any]:
             else:
                 restart.append(f"{section}.{key}")
     restart += [key for key in TOP_LEVEL_KEYS if old_data.get(key) != new_data.get(key)]
+    cfg._source = fresh._source  # ``save`` writes the file's own references and secrets
     await apply_side_effects(state, touched)
     return {"message": "configuration reloaded", "filePath": str(path), "applied": applied,
             "restartRequired": restart}
@@ -386,7 +392,10 @@ async def config_reload(state: State, who: Admin) -> dict[str, Any]:
              summary="Write the effective configuration to the config file")
 async def config_save(state: State, who: Admin) -> dict[str, Any]:
     path = _config_file(state)
-    text = dump_config(state.node.config, "yaml", mask_secrets=False)
+    try:
+        text = render_config_file(state.node.config)
+    except ConfigError as exc:
+        raise ApiError(409, "save_refused", "; ".join(exc.errors)) from None
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

@@ -10,7 +10,9 @@ Nothing heavy runs on the loop, which also runs LDAP and Raft: ``prepare_rest_ap
 builds and warms up the node's one REST app (``oba.rest.app.build_app``) and keeps it as
 ``runtime.rest_app`` (the web admin serves the same one); the runtime calls it in a worker
 thread before anything serves, and ``start_rest`` does (a no-op then) too. Each uvicorn config
-is loaded (protocol imports, TLS files) in a worker thread as well.
+is loaded (protocol imports, TLS files) in a worker thread as well. Every listener serves the
+app behind ``serving_app`` (``oba.rest.middleware.BodyLimit``, ``rest.maxBodySize``), the web
+admin's too, so that no request body beyond the limit is read on either port.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from oba.rest.app import build_app
+from oba.rest.middleware import BodyLimit
 from oba.rest.state import RestState
 
 log = logging.getLogger("oba.rest")
@@ -62,6 +65,12 @@ def prepare_rest_app(runtime: Any) -> ASGIApp:
     return app
 
 
+def serving_app(runtime: Any, app: ASGIApp) -> ASGIApp:
+    """``app`` as a listener serves it: behind the request body limit, ``rest.maxBodySize``
+    (read from the node's live config on every request)."""
+    return BodyLimit(app, config=lambda: runtime.node.config.rest)
+
+
 async def loaded_server(config: uvicorn.Config) -> _InLoopServer:
     """A server for ``config``, loaded in a worker thread (uvicorn imports its protocol classes
     and reads TLS files when it loads), so that ``serve()`` does none of it on the loop."""
@@ -72,7 +81,7 @@ async def loaded_server(config: uvicorn.Config) -> _InLoopServer:
 async def start_rest(runtime: Any) -> Callable[[], Awaitable[None]]:
     cfg = runtime.node.config
     rest = cfg.rest
-    app = await asyncio.to_thread(prepare_rest_app, runtime)
+    app = serving_app(runtime, await asyncio.to_thread(prepare_rest_app, runtime))
     listeners: list[tuple[str, dict[str, Any]]] = [(rest.address, {})]
     if rest.tlsAddress and cfg.server.tlsCert and cfg.server.tlsKey:
         listeners.append((rest.tlsAddress, {"ssl_certfile": cfg.server.tlsCert,

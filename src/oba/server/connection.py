@@ -15,6 +15,12 @@ Resource rules (hostile clients):
   gets a Notice of Disconnection (unavailable) and is closed. ``server.writeTimeout``: a client
   that drains none of the waiting output for that long is aborted (its buffer is full, so no
   notice can reach it). Both are read live from the config; 0 disables them.
+- ``server.anonymousIdleTimeout``: the same, sooner, for a connection without an authenticated
+  identity (never bound, bound anonymously, or its last bind failed), but only while the node
+  holds at least ``CROWDED`` of ``server.maxConnections`` (all listener processes counted):
+  idle unauthenticated connections cannot hold every slot, and pooled anonymous clients keep
+  their connections while slots are plentiful. Closes are logged per connection at debug and
+  summed up at most every ``REAP_LOG_EVERY`` seconds, so a flood does not flood the log.
 - TLS (``tls`` set): StartTLS (RFC 4511 4.14) answers in the clear, then upgrades the transport;
   refused with operationsError when TLS is already active or requests are outstanding; plaintext
   sent after the request and before the handshake is a protocol violation. Without ``tls`` the
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import socket
 import ssl
@@ -38,7 +45,6 @@ from typing import Any, TypeVar
 
 from oba import reqctx
 from oba.directory.entry import Entry
-from oba.directory.evaluate import compile_filter
 from oba.operations import ANONYMOUS, Identity, Operations, OpError
 from oba.protocol import codec
 from oba.protocol.codec import LDAPDecoder, ProtocolError, encode_message
@@ -104,6 +110,10 @@ SEARCH_CONTROLS = KNOWN_CONTROLS | {OID_PAGED_RESULTS, OID_SORT_REQUEST, OID_PER
 CHUNK = 256
 # Requests of one connection being processed at once; beyond it the connection stops reading.
 MAX_PENDING = 128
+# Share of server.maxConnections from which idle anonymous connections are closed after
+# server.anonymousIdleTimeout rather than server.readTimeout.
+CROWDED = 0.5
+REAP_LOG_EVERY = 10.0
 
 _RESPONSE: dict[type, type] = {
     SearchRequest: SearchResultDone,
@@ -349,15 +359,27 @@ class LDAPConnection(asyncio.Protocol):
     def _read_timeout(self) -> float:
         return float(self.node.config.server.readTimeout.total_seconds())
 
+    def _anonymous_timeout(self) -> float:
+        """``server.anonymousIdleTimeout`` when it applies to this connection now (its identity
+        is anonymous), else 0."""
+        if not self.identity.anonymous:
+            return 0.0
+        return float(self.node.config.server.anonymousIdleTimeout.total_seconds())
+
+    def _crowded(self) -> bool:
+        """At least ``CROWDED`` of ``server.maxConnections`` are open (every process)."""
+        limit = self.node.config.server.maxConnections
+        return bool(limit) and self.node.stats.open_connections() >= limit * CROWDED
+
     def _write_timeout(self) -> float:
         return float(self.node.config.server.writeTimeout.total_seconds())
 
     def _arm_idle(self, delay: float | None = None) -> None:
         if self._loop is None or self.closed:
             return
-        timeout = self._read_timeout()
         if delay is None:
-            delay = timeout if timeout > 0 else 5.0  # disabled: look again for a live change
+            limits = [t for t in (self._read_timeout(), self._anonymous_timeout()) if t > 0]
+            delay = min(limits) if limits else 5.0  # disabled: look again for a live change
         self._idle_timer = self._loop.call_later(delay, self._idle_check)
 
     def _idle_check(self) -> None:
@@ -365,17 +387,29 @@ class LDAPConnection(asyncio.Protocol):
         if self.closed or self._loop is None:
             return
         timeout = self._read_timeout()
+        anonymous = self._anonymous_timeout()
         now = self._loop.time()
-        if timeout <= 0 or self.pending or self._upgrading or self._stall_timer is not None:
+        if (timeout <= 0 and anonymous <= 0) or self.pending or self._upgrading \
+                or self._stall_timer is not None:
             self._last_active = now  # busy (or no limit) counts as activity
             self._arm_idle()
             return
         idle = now - self._last_active
-        if idle >= timeout:
+        if 0 < timeout <= idle:
             log.info("connection from %s idle for %.0fs: closed", self.peer, idle)
             self.disconnect(ResultCode.UNAVAILABLE, "connection idle for too long")
             return
-        self._arm_idle(timeout - idle)
+        if 0 < anonymous <= idle and self._crowded():
+            log.debug("anonymous connection from %s idle for %.1fs: closed "
+                      "(server.anonymousIdleTimeout)", self.peer, idle)
+            _reaped.note(self._loop, self.node.config.server.maxConnections)
+            self.disconnect(ResultCode.UNAVAILABLE, "anonymous connection idle for too long "
+                            "while the server is busy: bind, or reconnect when needed")
+            return
+        waits = [timeout - idle] if timeout > 0 else []
+        if anonymous > 0:  # not crowded now: look again one anonymousIdleTimeout later
+            waits.append(anonymous - idle if idle < anonymous else anonymous)
+        self._arm_idle(min(waits))
 
     def _flushed(self) -> int:
         assert self.transport is not None
@@ -791,7 +825,7 @@ class LDAPConnection(asyncio.Protocol):
         allowed = size
         if op.size_limit:
             allowed = min(allowed, max(op.size_limit - state.sent, 0))
-        matcher = compile_filter(op.filter, self.node.schema) if from_ids else None
+        matcher = self.ops.matcher_for(self.identity, op.filter) if from_ids else None
         remaining = list(state.remaining)
         sent = 0
         pos = 0
@@ -804,7 +838,8 @@ class LDAPConnection(asyncio.Protocol):
                         stored = txn.get(remaining[pos])
                         entry = None if stored is None else self.ops.readable(self.identity,
                                                                               stored)
-                        if entry is not None and matcher is not None and matcher(entry) is not True:
+                        if entry is not None and matcher is not None and stored is not None \
+                                and not matcher(stored):
                             entry = None
                     else:
                         assert first is not None
@@ -846,6 +881,37 @@ class LDAPConnection(asyncio.Protocol):
                                              value=res.value))
 
         self._track(mid, asyncio.ensure_future(run()))
+
+
+class _ReapLog:
+    """Logs the closes of idle anonymous connections (``server.anonymousIdleTimeout``): the
+    first of a burst at once, then how many were closed every ``REAP_LOG_EVERY`` seconds while
+    it lasts (one line per close would let a flood of connections flood the log as well)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.reporting = False
+
+    def note(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
+        self.count += 1
+        if not self.reporting:
+            self.reporting = True
+            log.warning("closing idle anonymous connections after server.anonymousIdleTimeout: "
+                        "at least %d%% of server.maxConnections (%d) are open",
+                        round(CROWDED * 100), limit)
+            loop.call_later(REAP_LOG_EVERY, self._report, loop, context=contextvars.Context())
+
+    def _report(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self.count:
+            self.reporting = False
+            return
+        log.warning("%d idle anonymous connection(s) closed in the last %.0fs "
+                    "(server.anonymousIdleTimeout)", self.count, REAP_LOG_EVERY)
+        self.count = 0
+        loop.call_later(REAP_LOG_EVERY, self._report, loop, context=contextvars.Context())
+
+
+_reaped = _ReapLog()
 
 
 async def _resume(coro: Coroutine[Any, Any, T], yielded: Any) -> T:

@@ -7,8 +7,10 @@ the node's REST application, ``runtime.rest_app`` from ``oba.rest.server.prepare
 (built and warmed up in a worker thread; also when the REST API is not enabled, so the pages
 work without it). Everything else is a file under ``static/`` (``/`` is ``index.html``); the
 pages route with the URL fragment, so no server-side fallback is needed. Static answers carry a
-strict Content-Security-Policy (same-origin scripts and styles only). The uvicorn config is
-loaded in a worker thread too: nothing heavy runs on the loop.
+strict Content-Security-Policy (same-origin scripts and styles only). The whole app is served
+behind ``oba.rest.server.serving_app`` (the request body limit, ``rest.maxBodySize``), as the
+REST listeners are. The uvicorn config is loaded in a worker thread too: nothing heavy runs on
+the loop.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from oba.rest.server import (
     _wait_started,
     loaded_server,
     prepare_rest_app,
+    serving_app,
     split_address,
 )
 
@@ -78,7 +81,7 @@ async def start_web(runtime: Any) -> Callable[[], Awaitable[None]] | None:
     cfg = runtime.node.config
     address = str(cfg.web.address)
     host, port = split_address(address)
-    app = WebApp(await asyncio.to_thread(prepare_rest_app, runtime))
+    app = serving_app(runtime, WebApp(await asyncio.to_thread(prepare_rest_app, runtime)))
     server = await loaded_server(uvicorn.Config(
         app, host=host, port=port, loop="none", lifespan="off", log_config=None,
         log_level=_level(str(cfg.logging.level)), access_log=False, proxy_headers=False,
