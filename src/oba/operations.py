@@ -11,44 +11,37 @@ own wire format. No socket, HTTP or BER code here.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import logging
+import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from oba import ids, reqctx
+from oba.config import RateLimitConfig
 from oba.directory import lockout
 from oba.directory import password as passwords
 from oba.directory import policy as pwpolicy
 from oba.directory.access import PROTECTED_ATTRS
-from oba.directory.apply import SYSTEM_ACTOR, ApplyResult
+from oba.directory.apply import SYSTEM_ACTOR, ApplyResult, auth_epoch
 from oba.directory.commands import (
     AddCommand,
     Command,
     DeleteCommand,
     ModifyCommand,
     ModifyDNCommand,
+    bind_failure,
+    bind_success,
 )
 from oba.directory.entry import Entry
 from oba.directory.evaluate import compare as compare_values
-from oba.directory.evaluate import compile_filter
+from oba.directory.evaluate import compile_filter, filter_reads
 from oba.directory.search import SearchContext, search
 from oba.protocol.dn import DNError, parse_dn
-from oba.protocol.messages import (
-    And,
-    Approx,
-    Equality,
-    Extensible,
-    Filter,
-    GreaterOrEqual,
-    LessOrEqual,
-    Not,
-    Or,
-    Present,
-    Scope,
-    Substrings,
-)
+from oba.protocol.messages import Filter, Scope
 from oba.protocol.resultcodes import ResultCode
 from oba.schema import InvalidValue, UndefinedAttribute
 from oba.server import rootdse
@@ -59,9 +52,6 @@ Attributes = Sequence[tuple[str, Sequence[bytes]]]
 
 PASSWORD_ATTR = "userPassword"
 GENERATED_PASSWORD_LENGTH = 8  # slapd's length for a server-generated password
-# A filter item on an attribute the caller may not search becomes an item on this undefined
-# type, which evaluates to Undefined (RFC 4511 4.5.1.7).
-UNDEFINED_ATTR = "x-oba-no-search-access"
 _TRUE = (b"TRUE", b"1", b"YES")
 NDN_CACHE_SIZE = 16384  # memoised normalised DNs (``Operations.normalize_dn``)
 VIEW_CACHE_SIZE = 32768  # memoised filtered views (``Operations.visible``), cleared when
@@ -98,6 +88,77 @@ class Identity:
 ANONYMOUS = Identity()
 
 
+class BindRefused(OpError):
+    """A refused simple bind: invalidCredentials (49) with the same (empty) diagnostic
+    whatever the reason, so that a client learns nothing about the account; ``reason`` ("no
+    such entry", "wrong credentials", "account locked", ...) goes to the audit trail only. The
+    one exception, ``message="password expired"``, is told only to whoever gave the right
+    password."""
+
+    def __init__(self, reason: str, message: str = "") -> None:
+        super().__init__(ResultCode.INVALID_CREDENTIALS, message)
+        self.reason = reason
+
+
+# (normalised DN, entry id, credential epoch) of the last successful bind made in this context
+# (one REST request): the token that bind earns carries the epoch its password was verified
+# under, read in the same transaction as the password (``oba.rest.auth.issue_token``)
+_BOUND: contextvars.ContextVar[tuple[str, int, int] | None] = contextvars.ContextVar(
+    "oba_bound", default=None)
+
+
+def bound_epoch(ndn: str) -> tuple[int, int] | None:
+    """(entry id, credential epoch) of the last successful bind as ``ndn`` in this context."""
+    last = _BOUND.get()
+    return (last[1], last[2]) if last is not None and last[0] == ndn else None
+
+
+_DUMMIES: dict[str, concurrent.futures.Future[bytes]] = {}
+_DUMMIES_LOCK = threading.Lock()
+
+
+def dummy_hash(scheme: str) -> concurrent.futures.Future[bytes]:
+    """``passwords.dummy_hash(scheme)``, made once per process and scheme in a thread of its
+    own (started by the first ``Operations``, so it is ready before the first bind needs it)."""
+    with _DUMMIES_LOCK:
+        fut = _DUMMIES.get(scheme)
+        if fut is None:
+            fut = _DUMMIES[scheme] = concurrent.futures.Future()
+            threading.Thread(target=_make_dummy, args=(scheme, fut), name="oba-dummy-hash",
+                             daemon=True).start()
+    return fut
+
+
+def _make_dummy(scheme: str, fut: concurrent.futures.Future[bytes]) -> None:
+    try:
+        fut.set_result(passwords.dummy_hash(scheme))
+    except Exception:  # a scheme the config should not have let in: still no oracle
+        log.exception("cannot hash with %s: binds to unknown accounts verify {SSHA}", scheme)
+        fut.set_result(passwords.dummy_hash("SSHA"))
+
+
+@dataclass
+class BindGate:
+    """One per node (shared by its LDAP and REST front ends): failed binds whose password was
+    verified wrong but whose failure is not applied yet, per normalised DN. They count
+    towards ``maxAttempts`` like applied ones, so a burst of concurrent binds gets no more
+    guesses verified than the account has left (per listener process and node: each keeps
+    its own; the count itself is atomic in the write path)."""
+
+    pending: dict[str, int] = field(default_factory=dict)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def enter(self, ndn: str) -> None:
+        self.pending[ndn] = self.pending.get(ndn, 0) + 1
+
+    def leave(self, ndn: str) -> None:
+        n = self.pending.get(ndn, 0) - 1
+        if n > 0:
+            self.pending[ndn] = n
+        else:
+            self.pending.pop(ndn, None)
+
+
 def generalized_time(now: float | None = None) -> str:
     return time.strftime("%Y%m%d%H%M%SZ", time.gmtime(now))
 
@@ -113,6 +174,8 @@ class Operations:
         self._ndns: dict[str, str] = {}
         # normalised bind DN -> its (immutable) Identity, shared by the binds of that DN
         self._identities: dict[str, Identity] = {}
+        self._gate: BindGate = vars(node).setdefault("_oba_bind_gate", BindGate())
+        dummy_hash(self.password_scheme)  # start making it now, off the event loop
 
     # ------------------------------------------------------------------ helpers
 
@@ -227,13 +290,17 @@ class Operations:
 
     async def bind(self, dn: str, password: bytes, source: str = "ldap") -> Identity:
         """Simple bind; returns the new identity or raises OpError (49 on bad credentials).
-        Every attempt with a DN is put in the audit trail (never the password)."""
+        Every attempt with a DN is put in the audit trail (never the password), a refusal
+        with its real reason."""
         try:
             who = await self._bind(dn, password)
         except OpError as err:
             if dn:
+                fields: dict[str, Any] = {"dn": dn, "resultCode": int(err.code)}
+                if isinstance(err, BindRefused):
+                    fields["reason"] = err.reason
                 self.node.audit.record("warn", f"bind {dn}: {err.code.name.lower()}", source,
-                                       dn, "", dn=dn, resultCode=int(err.code))
+                                       dn, "", **fields)
             raise
         if dn:
             self.node.audit.record("info", f"bind {dn}: success", source, who.dn, "", dn=dn,
@@ -241,8 +308,10 @@ class Operations:
         return who.as_source(source)
 
     async def _bind(self, dn: str, password: bytes) -> Identity:
-        """Simple bind; returns the new identity or raises OpError (49 on bad credentials,
-        with "account locked" / "password expired" when that is why)."""
+        """Simple bind; returns the new identity or raises OpError: 49 on bad credentials
+        (``BindRefused``: the same answer in about the same time for an unknown DN, a wrong
+        password, a locked or disabled account; each verifies a password off the event loop,
+        the ones without a password to check against ``dummy_hash``)."""
         if not dn:
             if password:
                 raise OpError(ResultCode.UNWILLING_TO_PERFORM,
@@ -254,54 +323,91 @@ class Operations:
                           "unauthenticated bind (DN with no password) disallowed")
         node = self.node
         if ndn == node.root_ndn and node.root_password:
-            if passwords.verify(password, node.root_password):
+            if await self._verify_any(password, (node.root_password,)):
                 return Identity(node.root_dn, ndn)
-            raise OpError(ResultCode.INVALID_CREDENTIALS)
+            raise BindRefused("wrong credentials")
         with node.store.read() as txn:
             entry = txn.get_by_ndn(ndn)
-        if entry is None:
-            raise OpError(ResultCode.INVALID_CREDENTIALS)
-        attrs = entry.attrs
-        stored = attrs.get("userPassword")
-        if not stored:
-            raise OpError(ResultCode.INVALID_CREDENTIALS)
-        flags = attrs.get("obaDisabled")
-        if flags and any(v.upper() in _TRUE for v in flags):
-            raise OpError(ResultCode.INVALID_CREDENTIALS)
-        stored = list(stored)
+            epoch = 0 if entry is None else auth_epoch(txn, entry.id)
         security = node.config.security
         rate = security.rateLimit
         now = time.time()
-        if rate.enabled and lockout.is_locked(rate, attrs, now):
-            raise OpError(ResultCode.INVALID_CREDENTIALS, "account locked")
-        if any(v.startswith(b"{") and passwords.split_scheme(v)[0] == "ARGON2" for v in stored):
-            # Argon2 is deliberately slow: verify off the event loop.
-            ok = await self._verify_any(password, stored)
-        elif len(stored) == 1:
-            ok = passwords.verify(password, stored[0])
-        else:
-            ok = any(passwords.verify(password, s) for s in stored)
-        if not ok:
-            if rate.enabled:
-                changes, locked = lockout.after_failure(rate, entry.attrs, now)
-                await self.system_modify(entry.dn, changes)
-                if locked:
-                    log.warning("bind %s: account locked after %d failed binds", entry.dn,
-                                rate.maxAttempts)
-            raise OpError(ResultCode.INVALID_CREDENTIALS)
+        reason = self._refusal(entry, rate, now)
+        if reason is not None:
+            await self._verify_dummy(password)
+            raise BindRefused(reason)
+        assert entry is not None  # (``_refusal`` says why otherwise)
+        attrs = entry.attrs
+        gate = self._gate if rate.enabled else None
+        pending = 0 if gate is None else gate.pending.get(ndn, 0)
+        if pending and (lockout.counted_failures(attrs, lockout.window(rate), now) + pending
+                        >= rate.maxAttempts):
+            # as many failures as the account has left are being recorded already
+            await self._verify_dummy(password)
+            raise BindRefused("too many concurrent attempts")
+        if not await self._verify_any(password, attrs[PASSWORD_ATTR]):
+            if gate is not None:
+                gate.enter(ndn)  # until the failure is applied: see ``_count_failure``
+                task = asyncio.get_running_loop().create_task(
+                    self._count_failure(entry.dn, ndn, rate))
+                gate.tasks.add(task)
+                task.add_done_callback(gate.tasks.discard)
+            raise BindRefused("wrong credentials")
         changed = attrs.get("pwdChangedTime")
         if changed and pwpolicy.expired(security.passwordPolicy, changed, now):
-            raise OpError(ResultCode.INVALID_CREDENTIALS, "password expired")
-        if rate.enabled:
-            cleared = lockout.reset(attrs)
-            if cleared:
-                await self.system_modify(entry.dn, cleared)
+            raise BindRefused("credentials expired", "password expired")
+        if gate is not None and (attrs.get(lockout.FAILURES) or attrs.get(lockout.LOCKED)
+                                 or gate.pending.get(ndn)):
+            # clear the count in the write path, which refuses when the failures of
+            # concurrent binds have locked the account meanwhile
+            cmd = bind_success(entry.dn, time.time(), lockout.window(rate), ids.command_id(),
+                               SYSTEM_ACTOR, generalized_time())
+            result = await node.replicator.submit(cmd)
+            if result.code == ResultCode.INVALID_CREDENTIALS:
+                raise BindRefused("account locked")
+            if result.code != ResultCode.SUCCESS:
+                log.warning("clearing the failed binds of %s failed: %s %s", entry.dn,
+                            result.code, result.message)
+        _BOUND.set((ndn, entry.id, epoch))
         who = self._identities.get(ndn)
         if who is None or who.dn != entry.dn:
             if len(self._identities) >= NDN_CACHE_SIZE:
                 self._identities.clear()
             who = self._identities[ndn] = Identity(entry.dn, ndn)
         return who
+
+    @staticmethod
+    def _refusal(entry: Entry | None, rate: RateLimitConfig, now: float) -> str | None:
+        """Why a bind as ``entry`` is refused whatever the password, or None."""
+        if entry is None:
+            return "no such entry"
+        attrs = entry.attrs
+        if not attrs.get(PASSWORD_ATTR):
+            return "no credentials"
+        flags = attrs.get("obaDisabled")
+        if flags and any(v.upper() in _TRUE for v in flags):
+            return "account disabled"
+        if rate.enabled and lockout.is_locked(rate, attrs, now):
+            return "account locked"
+        return None
+
+    async def _count_failure(self, dn: str, ndn: str, rate: RateLimitConfig) -> None:
+        """Apply one failed bind (its answer has gone already: recording it adds nothing to
+        the time a wrong password takes); ``ndn`` stays pending in the gate until then."""
+        try:
+            cmd = bind_failure(dn, time.time(), rate.maxAttempts, lockout.window(rate),
+                               ids.command_id(), SYSTEM_ACTOR, generalized_time())
+            result = await self.node.replicator.submit(cmd)
+            if result.code != ResultCode.SUCCESS:
+                log.warning("recording a failed bind on %s failed: %s %s", dn, result.code,
+                            result.message)
+            elif result.message == "locked":
+                log.warning("bind %s: account locked after %d failed binds", dn,
+                            rate.maxAttempts)
+        except Exception:
+            log.exception("recording a failed bind on %s failed", dn)
+        finally:
+            self._gate.leave(ndn)
 
     async def system_modify(self, dn: str, changes: lockout.Changes) -> bool:
         """A bookkeeping write of the server itself (lockout, password history) through the
@@ -403,9 +509,10 @@ class Operations:
         access = node.access
         root = access.is_root(who.ndn)
         ruled = not root and not access.builtin
-        guard = None if root or ruled else protected_in(flt)
-        matcher = compile_filter(flt, self.schema) if guard else None
-        filter_attrs = self._filter_attrs(flt) if ruled else frozenset()
+        # items on attributes ``who`` may search in no entry (userPassword: the root DN only)
+        # are Undefined in the search itself, and not planned from their indexes
+        blind = access.unsearchable(who.ndn)
+        reads = filter_reads(flt, self.schema) if ruled else (frozenset(), False)
         restricted: dict[frozenset[str], Any] = {}
         count = 0
         with node.store.read() as txn:
@@ -414,20 +521,16 @@ class Operations:
                 raise OpError(ResultCode.NO_SUCH_OBJECT, "", self.matched_dn_for(who, txn, base))
             try:
                 for entry in search(txn, self.search_ctx, base_ndn, int(scope), flt,
-                                    base_entry=base_entry):
+                                    base_entry=base_entry, blind=blind):
                     if deadline and time.monotonic() > deadline:
                         raise OpError(ResultCode.TIME_LIMIT_EXCEEDED)
                     if ruled:
-                        seen = self._ruled_view(who, entry, flt, filter_attrs, restricted)
+                        seen = self._ruled_view(who, entry, flt, reads, restricted)
                         if seen is None:
                             continue
                     else:
-                        seen = self.visible(who, entry) if guard or "userPassword" in entry.attrs \
+                        seen = self.visible(who, entry) if blind and "userPassword" in entry.attrs \
                             else entry
-                        if matcher is not None and seen is not entry and matcher(seen) is not True:
-                            # slapd: a filter item on an attribute the client may not search
-                            # is Undefined, so re-check without the hidden attributes
-                            continue
                     if size_limit and count >= size_limit:
                         raise OpError(ResultCode.SIZE_LIMIT_EXCEEDED)
                     count += 1
@@ -435,25 +538,29 @@ class Operations:
             except (InvalidValue, UndefinedAttribute) as exc:
                 raise OpError(ResultCode.PROTOCOL_ERROR, str(exc)) from exc
 
-    def _filter_attrs(self, flt: Filter) -> frozenset[str]:
-        return frozenset((self.schema.canonical(a) or a).lower() for a in filter_attrs(flt))
-
     def _ruled_view(self, who: Identity, entry: Entry, flt: Filter,
-                    filter_attrs: frozenset[str], restricted: dict[frozenset[str], Any],
+                    reads: tuple[frozenset[str], bool], restricted: dict[frozenset[str], Any],
                     ) -> Entry | None:
-        """A search candidate as a caller under ACL rules sees it, or None."""
+        """A search candidate as a caller under ACL rules sees it, or None. ``reads``: what the
+        filter reads (``filter_reads``); the filter is evaluated again with the attributes the
+        caller may not search in this entry Undefined."""
         access = self.node.access
         ndn = self._entry_ndn(entry)
         rules = access.rules_for(who.ndn, ndn)
         if not access.allowed_among(rules, who.ndn, ndn, "read", None):
             return None
-        blind = frozenset(a for a in filter_attrs
-                          if not access.allowed_among(rules, who.ndn, ndn, "search", a))
-        if blind:
+        names, every = reads
+        if every:  # an extensible match without a type compares every attribute
+            names = names | {a.lower() for a in entry.attrs}
+        # ``search`` already made the attributes unsearchable everywhere Undefined
+        everywhere = access.unsearchable(who.ndn)
+        extra = frozenset(a for a in names if a not in everywhere
+                          and not access.allowed_among(rules, who.ndn, ndn, "search", a))
+        if extra:
+            blind = extra | everywhere
             matcher = restricted.get(blind)
             if matcher is None:
-                matcher = restricted[blind] = compile_filter(
-                    undefine(flt, blind, self.schema), self.schema)
+                matcher = restricted[blind] = compile_filter(flt, self.schema, blind)
             if matcher(entry) is not True:
                 return None
         drop = {a for a in entry.attrs
@@ -461,6 +568,28 @@ class Operations:
         if not drop:
             return entry
         return Entry(entry.id, entry.dn, {k: v for k, v in entry.attrs.items() if k not in drop})
+
+    def matcher_for(self, who: Identity, flt: Filter) -> Callable[[Entry], bool]:
+        """Does a stored entry match ``flt`` for ``who``, items on attributes ``who`` may not
+        search being Undefined (as in ``search``)? For filters evaluated outside ``search``
+        (persistent search, later pages of a paged search). Give it the stored entry, never a
+        view from ``visible``: an attribute missing from a view would count as absent
+        (FALSE, so TRUE under NOT) instead of Undefined."""
+        access = self.node.access
+        base = compile_filter(flt, self.schema, access.unsearchable(who.ndn))
+        restricted: dict[frozenset[str], Any] = {}
+        reads: list[tuple[frozenset[str], bool]] = []
+
+        def match(entry: Entry) -> bool:
+            if base(entry) is not True:
+                return False
+            if access.builtin or access.is_root(who.ndn):
+                return True
+            if not reads:
+                reads.append(filter_reads(flt, self.schema))
+            return self._ruled_view(who, entry, flt, reads[0], restricted) is not None
+
+        return match
 
     def has_children(self, entry: Entry) -> bool:
         with self.node.store.read() as txn:
@@ -689,9 +818,18 @@ class Operations:
         )
 
     async def _verify_any(self, password: bytes, stored: Sequence[bytes]) -> bool:
+        """Does ``password`` match one of the ``stored`` values? Verified in the default
+        thread executor, never on the event loop (whatever the scheme)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             None, lambda: any(passwords.verify(password, s) for s in stored))
+
+    async def _verify_dummy(self, password: bytes) -> None:
+        """Verify ``password`` as for an account with the configured scheme, for the time
+        it takes (the answer is always no)."""
+        fut = dummy_hash(self.password_scheme)
+        stored = fut.result() if fut.done() else await asyncio.wrap_future(fut)
+        await self._verify_any(password, (stored,))
 
     async def password_modify(
         self, who: Identity, user: str | None, old: bytes | None, new: bytes | None
@@ -737,49 +875,3 @@ class Operations:
 
 MOD_ADD, MOD_DELETE, MOD_REPLACE = 0, 1, 2
 
-
-def filter_attrs(flt: Filter) -> set[str]:
-    """The attribute types (as written, options removed) a filter mentions."""
-    found: set[str] = set()
-    stack: list[Filter] = [flt]
-    while stack:
-        f = stack.pop()
-        if isinstance(f, And | Or):
-            stack.extend(f.filters)
-        elif isinstance(f, Not):
-            stack.append(f.filter)
-        else:
-            attr = getattr(f, "attr", None)
-            if attr:
-                found.add(attr.split(";", 1)[0])
-    return found
-
-
-def undefine(flt: Filter, blind: frozenset[str], schema: Any) -> Filter:
-    """``flt`` with every item on a ``blind`` attribute (lower-case canonical names) replaced
-    by an item that evaluates to Undefined."""
-    if isinstance(flt, And):
-        return And(tuple(undefine(f, blind, schema) for f in flt.filters))
-    if isinstance(flt, Or):
-        return Or(tuple(undefine(f, blind, schema) for f in flt.filters))
-    if isinstance(flt, Not):
-        return Not(undefine(flt.filter, blind, schema))
-    if isinstance(flt, Equality | Approx | GreaterOrEqual | LessOrEqual | Present | Substrings
-                  | Extensible):
-        attr = getattr(flt, "attr", None)
-        if attr:
-            name = attr.split(";", 1)[0]
-            if (schema.canonical(name) or name).lower() in blind:
-                return Equality(UNDEFINED_ATTR, b"")
-    return flt
-
-
-def protected_in(flt: Filter) -> frozenset[str] | None:
-    """The protected attributes (canonical names) a filter mentions, or None."""
-    if not isinstance(flt, And | Or | Not):  # one item: the common case, no walk
-        attr = getattr(flt, "attr", None)
-        if not attr or attr.split(";", 1)[0].lower() not in PROTECTED_ATTRS:
-            return None
-        return frozenset({"userPassword"})
-    found = {"userPassword" for a in filter_attrs(flt) if a.lower() in PROTECTED_ATTRS}
-    return frozenset(found) if found else None

@@ -11,6 +11,17 @@ structuralObjectClass is fixed at add: a modify whose objectClass values would g
 structural class fails with objectClassModsProhibited (69), an unrelated second structural class
 with objectClassViolation (65, "invalid structural object class chain"), as slapd answers.
 Group semantics (memberOf, referential integrity) run in the same transaction: see groups.py.
+
+Credential epochs: every entry has a counter, the number of times its credentials or their
+usability changed (``userPassword`` changed, ``obaDisabled`` changed, ``pwdAccountLockedTime``
+given a new value), kept beside the entry in the store's ``meta`` database (``authepoch:`` +
+the 8-byte entry id; absent: 0) and raised in the transaction that makes the change. A REST
+token carries the entry id and the counter it was issued under (``auth_epoch``), so any such
+change, on any node, revokes the tokens issued before it; entry ids are never reused, so a
+deleted and re-created entry does not inherit them either.
+Failed and successful binds are SystemCommands (``lockout.failure`` / ``lockout.success``,
+registered below): their lockout arithmetic runs here, on the entry as stored in the applying
+transaction, so concurrent binds are counted one after the other wherever they came from.
 """
 
 from __future__ import annotations
@@ -21,7 +32,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, cast
 
+from oba.directory import lockout
 from oba.directory.commands import (
+    BIND_FAILURE,
+    BIND_SUCCESS,
     AddCommand,
     Command,
     DeleteCommand,
@@ -39,7 +53,7 @@ from oba.directory.groups import (
     after_rename,
 )
 from oba.protocol.dn import DN, DNError, format_dn, parse_dn
-from oba.storage.lmdbstore import WriteTxn, parent_ndn
+from oba.storage.lmdbstore import ReadTxn, WriteTxn, id_bytes, parent_ndn
 from oba.storage.schemaapi import SchemaLike
 
 SUCCESS = 0
@@ -82,6 +96,10 @@ _INTEGER_RULES = frozenset({"integermatch"})
 SYSTEM_ACTOR = "cn=oba-system"
 SERVER_MANAGED = frozenset({"pwdchangedtime", "pwdhistory", "pwdfailuretime",
                             "pwdaccountlockedtime"})
+INVALID_CREDENTIALS = 49
+# Changes to these attributes move the entry's credential epoch (see the module docstring).
+EPOCH_ATTRS = frozenset({"userPassword", "obaDisabled", "pwdAccountLockedTime"})
+_EPOCH_KEY = b"authepoch:"
 
 
 @dataclass(slots=True)
@@ -729,8 +747,11 @@ def _modify(txn: WriteTxn, cmd: ModifyCommand, ctx: ApplyContext) -> ApplyResult
     attrs = dict(old.attrs)
     replaced: set[str] = set()
     system = cmd.actor == SYSTEM_ACTOR
+    credentials = False
     for op, name, values in cmd.changes:
         canon = _canon(schema, name)
+        if canon in EPOCH_ATTRS:
+            credentials = True
         if _no_user_mod(schema, canon) and not (system and canon.lower() in SERVER_MANAGED):
             raise _Fail(CONSTRAINT_VIOLATION, f"{name}: no user modification allowed")
         if op != 3:
@@ -791,6 +812,8 @@ def _modify(txn: WriteTxn, cmd: ModifyCommand, ctx: ApplyContext) -> ApplyResult
         _stamp(attrs, cmd.actor, cmd.time)
     new = Entry(old.id, old.dn, attrs)
     txn.put_entry(new, old)
+    if credentials and _credentials_moved(old.attrs, attrs):
+        _raise_epoch(txn, old.id)
     work = GroupWork(txn, schema, cmd.time)
     after_modify(work, old, new, replaced)
     return _done(txn, work, ApplyResult(SUCCESS, entry=new))
@@ -803,6 +826,7 @@ def _delete(txn: WriteTxn, cmd: DeleteCommand, ctx: ApplyContext) -> ApplyResult
     if txn.has_children(entry.id):
         raise _Fail(NOT_ALLOWED_ON_NON_LEAF, "subordinate objects must be deleted first")
     txn.delete_entry(entry)
+    _forget_epoch(txn, entry.id)
     work = GroupWork(txn, ctx.schema, cmd.time)
     after_delete(work, entry, _validator(ctx.schema))
     return _done(txn, work, ApplyResult(SUCCESS, entry=entry, old_dn=entry.dn))
@@ -922,6 +946,85 @@ def _done(txn: WriteTxn, work: GroupWork, result: ApplyResult) -> ApplyResult:
     return result
 
 
+# --------------------------------------------------------------------------- credential epochs
+
+
+def _epoch_key(eid: int) -> bytes:
+    return _EPOCH_KEY + id_bytes(eid)
+
+
+def auth_epoch(txn: ReadTxn, eid: int) -> int:
+    """How many times the credentials of entry ``eid`` changed (0: never)."""
+    raw = txn._txn.get(_epoch_key(eid), db=txn.store._meta)
+    return 0 if raw is None else int.from_bytes(raw, "big")
+
+
+def _raise_epoch(txn: WriteTxn, eid: int) -> None:
+    txn._txn.put(_epoch_key(eid), (auth_epoch(txn, eid) + 1).to_bytes(8, "big"),
+                 db=txn.store._meta)
+
+
+def _forget_epoch(txn: WriteTxn, eid: int) -> None:
+    txn._txn.delete(_epoch_key(eid), db=txn.store._meta)
+
+
+def _credentials_moved(old: dict[str, list[bytes]], new: dict[str, list[bytes]]) -> bool:
+    """Did a change revoke what was issued before it: a new password (or none), a new
+    disabled flag, a new lock (an unlock revokes nothing: the lock did)?"""
+    for name in ("userPassword", "obaDisabled"):
+        if old.get(name) != new.get(name):
+            return True
+    lock = new.get(lockout.LOCKED)
+    return bool(lock) and old.get(lockout.LOCKED) != lock
+
+
+# --------------------------------------------------------------------------- bind outcomes
+
+
+def _bind_entry(txn: WriteTxn, cmd: SystemCommand, ctx: ApplyContext) -> tuple[Entry, float,
+                                                                              float]:
+    payload = cmd.payload
+    try:
+        dn, now, window = str(payload["dn"]), float(payload["now"]), float(payload["window"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _Fail(PROTOCOL_ERROR, f"{cmd.kind}: bad payload") from exc
+    _, ndn = _parse(ctx.schema, dn)
+    return _load(txn, ndn), now, window
+
+
+def _system_modify(txn: WriteTxn, cmd: SystemCommand, entry: Entry,
+                   changes: lockout.Changes, ctx: ApplyContext) -> ApplyResult:
+    result = _modify(txn, ModifyCommand(entry.dn, changes, cmd.request_id, SYSTEM_ACTOR,
+                                        cmd.time), ctx)
+    return ApplyResult(result.code, result.matched_dn, result.message)
+
+
+def _bind_failure(txn: WriteTxn, cmd: SystemCommand, ctx: ApplyContext) -> ApplyResult:
+    """Record one failed bind; the message says "locked" when the account is locked after
+    it (by this failure or before)."""
+    entry, now, window = _bind_entry(txn, cmd, ctx)
+    try:
+        max_attempts = int(cmd.payload["max"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _Fail(PROTOCOL_ERROR, f"{cmd.kind}: bad payload") from exc
+    changes, locked = lockout.record_failure(entry.attrs, now, max(1, max_attempts), window)
+    result = (_system_modify(txn, cmd, entry, changes, ctx) if changes
+              else ApplyResult(SUCCESS))
+    if result.code == SUCCESS and locked:
+        result.message = "locked"
+    return result
+
+
+def _bind_success(txn: WriteTxn, cmd: SystemCommand, ctx: ApplyContext) -> ApplyResult:
+    """Clear failures and an expired lock; refuse (49, changing nothing) on a locked account:
+    the failures of concurrent binds may have locked it while this one was verified."""
+    entry, now, window = _bind_entry(txn, cmd, ctx)
+    if lockout.locked(entry.attrs, window, now):
+        return ApplyResult(INVALID_CREDENTIALS, message="account locked")
+    changes = lockout.reset(entry.attrs)
+    return _system_modify(txn, cmd, entry, changes, ctx) if changes else ApplyResult(SUCCESS)
+
+
 SystemHandler = Callable[[WriteTxn, SystemCommand, ApplyContext], ApplyResult]
 _SYSTEM_HANDLERS: dict[str, SystemHandler] = {}
 
@@ -953,3 +1056,7 @@ def apply(txn: WriteTxn, cmd: Command, ctx: ApplyContext) -> ApplyResult:
         return fail.result
     except DNError as exc:
         return ApplyResult(INVALID_DN, message=str(exc))
+
+
+register_system(BIND_FAILURE, _bind_failure)
+register_system(BIND_SUCCESS, _bind_success)

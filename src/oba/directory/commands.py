@@ -68,6 +68,28 @@ class SystemCommand:
 
 Command = AddCommand | ModifyCommand | DeleteCommand | ModifyDNCommand | SystemCommand
 
+# Bind outcomes counted in the write path (``oba.directory.apply`` applies them to the entry as
+# stored in the applying transaction; see ``oba.directory.lockout``).
+BIND_FAILURE = "lockout.failure"
+BIND_SUCCESS = "lockout.success"
+
+
+def bind_failure(dn: str, now: float, max_attempts: int, window: float, request_id: str,
+                 actor: str, time: str) -> SystemCommand:
+    """One more failed bind on ``dn`` at ``now`` (seconds since the epoch, the proposer's
+    clock); it locks the account when it makes ``max_attempts`` failures within ``window``
+    seconds, and changes nothing on an account locked at ``now``."""
+    return SystemCommand(BIND_FAILURE, {"dn": dn, "now": float(now), "max": int(max_attempts),
+                                        "window": float(window)}, request_id, actor, time)
+
+
+def bind_success(dn: str, now: float, window: float, request_id: str, actor: str,
+                 time: str) -> SystemCommand:
+    """A successful bind on ``dn`` at ``now``: clears failures and an expired lock; on an
+    account locked at ``now`` it changes nothing and answers invalidCredentials (49)."""
+    return SystemCommand(BIND_SUCCESS, {"dn": dn, "now": float(now), "window": float(window)},
+                         request_id, actor, time)
+
 
 class CommandDecodeError(ValueError):
     """The bytes are not an encoded command."""

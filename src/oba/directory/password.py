@@ -3,6 +3,9 @@
 Rules for this module: verification is constant-time where the scheme allows it; hashing takes
 its salt from the caller-supplied ``salt`` (or os.urandom) so that proposers, not ``apply``, pick
 randomness. Cleartext values (no ``{SCHEME}`` prefix, or ``{CLEARTEXT}``) verify by comparison.
+Every function here may be slow (Argon2: tens to hundreds of milliseconds): callers on the
+event loop run them in a thread. ``dummy_hash`` gives what a bind for an unknown, locked or
+disabled account verifies against, so that it costs what a wrong password costs.
 """
 
 from __future__ import annotations
@@ -111,3 +114,10 @@ def hash_password(password: bytes, scheme: str = "ARGON2", salt: bytes | None = 
         salt = b""
     raw = hashlib.new(algo, password + salt).digest() + salt
     return b"{" + scheme.encode("ascii") + b"}" + base64.b64encode(raw)
+
+
+def dummy_hash(scheme: str) -> bytes:
+    """The hash of a random password that nobody knows, made exactly as ``hash_password``
+    makes a new password's with ``scheme`` (same parameters, so verifying against it costs
+    what verifying against a real one does)."""
+    return hash_password(base64.b64encode(os.urandom(18)), scheme)

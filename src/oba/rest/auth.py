@@ -4,8 +4,12 @@ Rules for this module: a token is a JWT ``{dn, iat, exp}`` signed with ``rest.jw
 random per-process key when empty); Basic credentials are checked by ``Operations.bind`` on
 every request (refused over plain HTTP when ``security.requireTLS`` is on). Either way the
 result is an ``operations.Identity`` that every directory call receives, so LDAP's access
-decisions apply unchanged. A token whose account has since been
-deleted or disabled is refused. Admin routes need the root DN.
+decisions apply unchanged. Admin routes need the root DN.
+A token for an entry also carries ``eid`` (the entry's id) and ``ep`` (its credential epoch,
+``oba.directory.apply.auth_epoch``, as read with the password the bind verified): it is
+refused once the entry is gone, is another entry, is disabled, or its epoch moved (a password
+change by anyone, a lock, a disable: an unlock or re-enable brings no old token back). The
+check costs one more key lookup in the read transaction that loads the entry.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from fastapi.security import (
     HTTPBearer,
 )
 
-from oba.operations import Identity, OpError
+from oba.directory.apply import auth_epoch
+from oba.operations import Identity, OpError, bound_epoch
 from oba.rest.errors import ApiError, from_op_error
 from oba.rest.middleware import in_networks
 from oba.rest.state import RestState, get_state
@@ -38,11 +43,22 @@ def secret_for(config_secret: str) -> bytes | None:
 
 
 def issue_token(state: RestState, dn: str, now: float | None = None) -> tuple[str, int]:
+    """A token for ``dn``, just bound: with the entry's id and credential epoch as the bind
+    read them (``operations.bound_epoch``), else as they are now."""
     issued = int(time.time() if now is None else now)
     ttl = int(state.node.config.rest.tokenTTL.total_seconds())
     expires = issued + max(ttl, 1)
-    token = jwt.encode({"dn": dn, "iat": issued, "exp": expires}, state.secret,
-                       algorithm=ALGORITHM)
+    claims: dict[str, Any] = {"dn": dn, "iat": issued, "exp": expires}
+    node = state.node
+    ndn = state.ops.normalize_dn(dn)
+    if ndn != node.root_ndn:
+        stamp = bound_epoch(ndn)
+        if stamp is None:
+            with node.store.read() as txn:
+                entry = txn.get_by_ndn(ndn)
+                stamp = (0, -1) if entry is None else (entry.id, auth_epoch(txn, entry.id))
+        claims["eid"], claims["ep"] = stamp
+    token = jwt.encode(claims, state.secret, algorithm=ALGORITHM)
     return token, expires
 
 
@@ -70,14 +86,21 @@ def identity_from_token(state: RestState, token: str) -> Identity:
         raise _unauthorized("invalid_token", "the token's DN is not valid") from None
     node = state.node
     if ndn != node.root_ndn:
+        eid, epoch = claims.get("eid"), claims.get("ep")
+        if type(eid) is not int or type(epoch) is not int:
+            raise _unauthorized("invalid_token", "the token is not valid")
         with node.store.read() as txn:
             entry = txn.get_by_ndn(ndn)
+            current = None if entry is None or entry.id != eid else auth_epoch(txn, eid)
         disabled = entry is not None and any(
             v.upper() in (b"TRUE", b"1", b"YES") for v in entry.attrs.get("obaDisabled", ())
         )
-        if entry is None or disabled:
+        if current is None or disabled:
             raise _unauthorized("invalid_token", "the token's account no longer exists or is "
                                 "disabled")
+        if current != epoch:
+            raise _unauthorized("invalid_token", "the account's password or lock state has "
+                                "changed since the token was issued; bind again")
     return Identity(dn, ndn, "rest")
 
 

@@ -19,7 +19,7 @@ def _access(path: str, op: dict[str, Any]) -> str:
         return "public"
     admin_prefixes = ("/api/v1/acl", "/api/v1/config", "/api/v1/cluster/members",
                       "/api/v1/cluster/transfer-leadership", "/api/v1/backup",
-                      "/api/v1/logs/archive")
+                      "/api/v1/logs/archive", "/api/v1/logs/stats")
     clears_logs = path == "/api/v1/logs" and op.get("operationId", "").startswith("clear")
     if path.startswith(admin_prefixes) or clears_logs:
         return "admin"
@@ -88,12 +88,25 @@ def render_rest_reference() -> str:
         "  in the error shape.",
         "- `POST /bulk` answers 200 when every operation succeeded, 207 when some failed, 400 when",
         "  all failed; it is not atomic.",
+        "- Request bodies: at most `rest.maxBodySize` (8 MiB; also on the web admin's `/api/`); a",
+        "  larger one is answered 413 `payload_too_large` (before it is read when its",
+        "  `Content-Length` says so) and the connection is closed.",
         "- CORS from `rest.corsOrigins`; per-client-IP rate limit `rest.rateLimit` requests per",
         "  second (429 with `Retry-After`); the client IP is the socket peer unless that peer is",
         "  in `rest.trustedProxies`, then the `X-Forwarded-For` client.",
-        "- Not yet: account lockout (`unlock`/`lock-status` answer `locked: false`), ACL",
-        "  enforcement and an ACL file (`acl/reload`, `acl/save` answer 409 `no_acl_file`), the",
-        "  activity log (`activities` is empty).",
+        "- Access control: every directory route follows the ACL in force (the built-in",
+        "  default, `aclFile`, or rules set over `/acl/*`) as LDAP does; see docs/security.md.",
+        "  `acl/reload` and `acl/save` work on `aclFile` (409 `no_acl_file` when none is set).",
+        "  Account lockout (`security.rateLimit`) counts failed Basic credentials and",
+        "  `POST /auth/bind` like LDAP binds; `lock-status` reports it, `unlock` clears it (root",
+        "  DN, or whoever the ACL lets write `pwdAccountLockedTime`).",
+        "- Audit trail: `/logs`, `/logs/export`, `/activities` and the Server-Sent Events stream",
+        "  `GET /api/v1/events` (`change` and `audit` events; not in the OpenAPI document) show",
+        "  the administrator every record. Anyone else sees only their own records (their binds,",
+        "  failed ones included, and writes) that name entries they may read, listing only the",
+        "  attribute names they may read; `change` events for entries they may read. Totals and",
+        "  `search` count that view only. `/logs/stats`, `/logs/archives` (file names, never",
+        "  server paths), `POST /logs/archive` and `DELETE /logs` are admin only.",
         "",
         "| Method | Path | Access | Request | Success | Summary |",
         "|---|---|---|---|---|---|",
