@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import ldap
@@ -25,16 +24,6 @@ from integration.test_workers import served_by, worker_pid
 WHOAMI = b"1.3.6.1.4.1.4203.1.11.3"
 NOTICE_TAG = 0x78  # ExtendedResponse; the Notice of Disconnection has message id 0
 UNAVAILABLE = 52
-
-
-@pytest.fixture
-def limited(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LimitServer]:
-    srv = LimitServer("oba", tmp_path / "srv", server_extra=request.param)
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 def ask(sock: socket.socket, msgid: int, op: bytes) -> int | None:
