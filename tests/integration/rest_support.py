@@ -8,7 +8,8 @@ root DSE and ``GET /api/v1/health`` answer. Helpers assert the one error shape.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+import json
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,3 +98,25 @@ def quote_dn(dn: str) -> str:
     from urllib.parse import quote
 
     return quote(dn, safe="")
+
+
+Event = dict[str, Any]  # one server-sent event: {"id"?, "event", "data" (decoded JSON)}
+
+
+def sse_frames(lines: Iterable[str]) -> Iterator[Event | str]:
+    """The frames of a ``text/event-stream`` given its lines: each event as an ``Event``, each
+    comment line as its text (``"connected"``: Oba's first line, once the stream is
+    subscribed; ``"heartbeat"`` ...), so a reader sees every line that arrives."""
+    current: Event = {}
+    for line in lines:
+        if line.startswith(":"):
+            yield line[1:].strip()
+        elif line.startswith("id: "):
+            current["id"] = int(line[4:])
+        elif line.startswith("event: "):
+            current["event"] = line[7:]
+        elif line.startswith("data: "):
+            current["data"] = json.loads(line[6:])
+        elif line == "" and current:
+            yield current
+            current = {}

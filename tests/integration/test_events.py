@@ -8,19 +8,16 @@ produce events runs once the server has sent its ``connected`` comment.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import httpx
 import pytest
 
 from ._support import BASE_DN, ROOT_DN, ROOT_PW, connect
+from .rest_support import Event, sse_frames
 from .test_audit_support import USER_DN, USER_PW, AuditServer, ensure_user
-
-Event = dict[str, Any]
 
 
 @pytest.fixture(scope="module")
@@ -44,19 +41,11 @@ def collect(srv: AuditServer, until: Callable[[list[Event]], bool],
             "GET", "/events", headers=headers or {}, timeout=httpx.Timeout(timeout)) as resp:
         assert resp.status_code == 200, resp.read()
         assert resp.headers["content-type"].startswith("text/event-stream")
-        current: Event = {}
-        for line in resp.iter_lines():
-            if line == ": connected" and action is not None:
+        for frame in sse_frames(resp.iter_lines()):
+            if frame == "connected" and action is not None:
                 threading.Thread(target=action, daemon=True).start()
-            elif line.startswith("id: "):
-                current["id"] = int(line[4:])
-            elif line.startswith("event: "):
-                current["event"] = line[7:]
-            elif line.startswith("data: "):
-                current["data"] = json.loads(line[6:])
-            elif line == "" and current:
-                events.append(current)
-                current = {}
+            elif isinstance(frame, dict):
+                events.append(frame)
                 if until(events):
                     return events
             if time.monotonic() > deadline:

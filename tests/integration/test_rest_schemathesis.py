@@ -2,7 +2,8 @@
 
 Runs schemathesis's CLI against a private Oba (it may change that server's config and ACL
 rules), authenticated as the root DN so every route's real code runs, with few examples per
-operation and a hard time bound.
+operation and a hard time bound. ``GET /api/v1/events`` is left out: an event stream never ends,
+so every call would only wait for the request timeout (its own tests are in tests/security).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ._support import REPO, ROOT_DN, ROOT_PW
 from .rest_support import running_rest_server
 
 TIME_BOUND = 90.0
+ENDLESS = ("/api/v1/events",)  # streams that never end on their own
 
 
 def test_no_server_errors(tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -37,6 +39,8 @@ def test_no_server_errors(tmp_path_factory: pytest.TempPathFactory) -> None:
             "--no-shrink",
             "--workers", "1",
         ]
+        for path in ENDLESS:
+            cmd += ["--exclude-path", path]
         started = time.monotonic()
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=TIME_BOUND,
                               check=False, cwd=tmp_path_factory.getbasetemp())
@@ -47,6 +51,8 @@ def test_no_server_errors(tmp_path_factory: pytest.TempPathFactory) -> None:
     assert "Traceback" not in log, log
     assert elapsed < TIME_BOUND
     tested = re.search(r"Selected: (\d+)/(\d+)\s+Tested: (\d+)", done.stdout)
-    assert tested and tested.group(1) == tested.group(2) == tested.group(3), report
+    assert tested, report
+    selected, total, ran = (int(tested.group(i)) for i in (1, 2, 3))
+    assert selected == ran == total - len(ENDLESS), report
     cases = re.search(r"(\d+) generated, (\d+) passed", done.stdout)
     assert cases and int(cases.group(1)) >= 100 and cases.group(1) == cases.group(2), report

@@ -26,7 +26,7 @@ import ldap
 import pytest
 
 from integration._support import BASE_DN, ROOT_DN, ROOT_PW, connect
-from integration.rest_support import assert_error, quote_dn
+from integration.rest_support import Event, assert_error, quote_dn, sse_frames
 from integration.test_audit_support import AuditServer, wait_logs
 from oba.audit.visibility import Viewer
 from oba.operations import Identity, OpError
@@ -52,7 +52,6 @@ rules:
   - {{target: "*", subject: authenticated, rights: [read, search, compare]}}
 """
 
-Event = dict[str, Any]
 
 
 def person(uid: str, pw: str) -> list[tuple[str, list[bytes]]]:
@@ -230,17 +229,11 @@ def collect(srv: AuditServer, auth: tuple[str, str], until: Callable[[list[Event
     with srv.client(auth) as client, client.stream(
             "GET", "/events", timeout=httpx.Timeout(timeout)) as resp:
         assert resp.status_code == 200, resp.read()
-        current: Event = {}
-        for line in resp.iter_lines():
-            if line == ": connected":
+        for frame in sse_frames(resp.iter_lines()):
+            if frame == "connected":
                 threading.Thread(target=act, daemon=True).start()
-            elif line.startswith("event: "):
-                current["event"] = line[7:]
-            elif line.startswith("data: "):
-                current["data"] = json.loads(line[6:])
-            elif line == "" and current:
-                events.append(current)
-                current = {}
+            elif isinstance(frame, dict):
+                events.append(frame)
                 if until(events):
                     return events
             if failures:
@@ -375,7 +368,14 @@ def test_change_events_hide_hidden_names_and_actors() -> None:
     me = _viewer("uid=a,dc=x")
     ev = {"index": 1, "type": "moddn", "dn": "cn=e,ou=pub,dc=x", "actor": "uid=b,dc=x",
           "previousDN": "cn=e,ou=secret,dc=x"}
-    assert me.change(ev) is None  # moved out of ou=secret: the old name stays hidden
+    # moved out of ou=secret into view: an add, the old name stays hidden
+    assert me.change(ev) == {"index": 1, "type": "add", "dn": "cn=e,ou=pub,dc=x", "actor": ""}
+    # moved into ou=secret, out of view: a delete of the old name, the new one stays hidden
+    out = {**ev, "dn": "cn=e,ou=secret,dc=x", "previousDN": "cn=e,ou=pub,dc=x"}
+    assert me.change(out) == {"index": 1, "type": "delete", "dn": "cn=e,ou=pub,dc=x",
+                              "actor": ""}
+    both = {**ev, "dn": "cn=f,ou=secret,dc=x", "previousDN": "cn=e,ou=secret,dc=x"}
+    assert me.change(both) is None
     del ev["previousDN"]
     assert me.change(ev) == {**ev, "actor": ""}  # modifiersName is not readable here
     assert me.change({**ev, "actor": "uid=a,dc=x"}) == {**ev, "actor": "uid=a,dc=x"}

@@ -162,3 +162,22 @@ def test_a_token_without_the_epoch_is_refused(srv: RestServer) -> None:
     old_style = jwt.encode({"dn": dn, "iat": claims["iat"], "exp": claims["exp"]}, JWT_SECRET,
                            algorithm="HS256")
     assert not works(srv, old_style, dn), "a token without the account's epoch was accepted"
+
+
+def test_a_token_of_a_deleted_account_stays_dead_when_the_dn_is_reused(srv: RestServer) -> None:
+    # the reproduction of the report: a token for uid=yan, 401 once the entry is deleted,
+    # worked again when the root DN made a new entry at the same DN with another password
+    dn = make_user(srv, "yan", "yan-pw-1")
+    old = token(srv, dn, "yan-pw-1")
+    assert works(srv, old, dn)
+    conn = connect(srv.url, ROOT_DN, ROOT_PW)
+    try:
+        conn.delete_s(dn)
+    finally:
+        conn.unbind_s()
+    with httpx.Client(base_url=srv.base_url + "/api/v1", timeout=30,
+                      headers={"Authorization": f"Bearer {old}"}) as client:
+        assert client.get(f"/entries/{quote_dn(BASE_DN)}").status_code == 401
+    make_user(srv, "yan", "yan-other-pw-2")
+    assert not works(srv, old, dn), "a token of a deleted entry works for its successor"
+    assert works(srv, token(srv, dn, "yan-other-pw-2"), dn)

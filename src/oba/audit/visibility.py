@@ -14,9 +14,14 @@ and dashboard pages, which read those routes):
   on their own entry). Records with no user (Raft and system events) and other users' binds
   and changes are never shown: the audit trail is the administrator's tool, a user's window on
   it is their own activity.
-- A change event (``/events``) is shown when the caller may read the entry it names (and the
-  previous DN of a rename); its actor only when it is the caller or they may read
-  ``modifiersName`` on that entry (what an LDAP read of the entry tells them), else ``""``.
+- A change event (``/events``) is shown when the caller may read the entry it names: for a
+  delete, the entry as it was (its DN before the change). A rename (``moddn``) is shown as one
+  only when they may read both its previous DN and its new one; when they may read only the
+  new one it is shown as an ``add`` of the new DN (the entry came into their view), only the
+  old one as a ``delete`` of the old DN (it left their view); neither: nothing. So the event
+  names only DNs they may read, and tells them what a read before and after would. Its actor
+  only when it is the caller or they may read ``modifiersName`` on the entry the event names
+  (what an LDAP read of the entry tells them), else ``""``.
 - Decisions are the ACL's on the DN (``node.access.decide``), whether or not the entry still
   exists (a deleted entry is named by its old DN); a DN that does not parse names nothing the
   caller may read. Filters (text search) run on the view, never on the hidden original, so a
@@ -155,13 +160,23 @@ class Viewer:
         if self.admin:
             return data
         ndn = self.ndn(data.get("dn"))
-        if ndn is None or not self.may_read(ndn):
-            return None
+        now = ndn is not None and self.may_read(ndn)
         previous = data.get("previousDN")
         if previous:
             old = self.ndn(previous)
-            if old is None or not self.may_read(old):
+            before = old is not None and self.may_read(old)
+            if not now and not before:
                 return None
+            if not before:  # came into view: an add, the hidden old DN is not named
+                data = {k: v for k, v in data.items() if k != "previousDN"}
+                data["type"] = "add"
+            elif not now:  # left the view: a delete of the old DN, the new one is not named
+                data = {k: v for k, v in data.items() if k != "previousDN"}
+                data.update(type="delete", dn=previous)
+                ndn = old
+        elif not now:
+            return None
+        assert ndn is not None
         actor = data.get("actor")
         if actor and not self.is_self(actor) and not self.may_read(ndn, "modifiersName"):
             data = {**data, "actor": ""}

@@ -9,7 +9,9 @@ A token for an entry also carries ``eid`` (the entry's id) and ``ep`` (its crede
 ``oba.directory.apply.auth_epoch``, as read with the password the bind verified): it is
 refused once the entry is gone, is another entry, is disabled, or its epoch moved (a password
 change by anyone, a lock, a disable: an unlock or re-enable brings no old token back). The
-check costs one more key lookup in the read transaction that loads the entry.
+check costs one more key lookup in the read transaction that loads the entry. The (id, epoch)
+a request authenticated under is kept for it (``Operations.account_stamp``), so a stream it
+opens (``GET /events``) ends when its account stops being valid.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from fastapi.security import (
 )
 
 from oba.directory.apply import auth_epoch
-from oba.operations import Identity, OpError, bound_epoch
+from oba.operations import Identity, OpError, bound_epoch, note_authenticated
 from oba.rest.errors import ApiError, from_op_error
 from oba.rest.middleware import in_networks
 from oba.rest.state import RestState, get_state
@@ -101,6 +103,7 @@ def identity_from_token(state: RestState, token: str) -> Identity:
         if current != epoch:
             raise _unauthorized("invalid_token", "the account's password or lock state has "
                                 "changed since the token was issued; bind again")
+        note_authenticated(ndn, eid, epoch)  # what a stream of this request must stay
     return Identity(dn, ndn, "rest")
 
 

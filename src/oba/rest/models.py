@@ -80,10 +80,14 @@ class SystemStats(BaseModel):
 
 class StatsResponse(HealthResponse):
     timezone: str
-    storage: StorageStats
-    security: SecurityStats
+    storage: StorageStats | None = Field(
+        default=None, description="Root DN only (everyone under the built-in policy).")
+    security: SecurityStats | None = Field(
+        default=None, description="Root DN only (everyone under the built-in policy).")
     system: SystemStats
-    operations: dict[str, int] = Field(description="Operations served, by type.")
+    operations: dict[str, int] | None = Field(
+        default=None, description="Operations served, by type. Root DN only (everyone under "
+        "the built-in policy).")
 
 
 class Activity(BaseModel):

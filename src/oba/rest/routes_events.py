@@ -5,13 +5,17 @@ Rules for this module: each event carries ``id:`` = the applied (Raft) index of 
 ``event: audit`` data is one audit record plus ``index``. Every event that names entries goes
 through ``oba.audit.visibility.Viewer`` (the rule shared with ``/logs`` and ``/activities``), a
 fresh one per event so an ACL change counts at once: the administrator gets everything; anyone
-else gets a change only when they may read the entry (and a rename's previous DN), and only
-their own audit records about entries they may read. A ``Last-Event-ID``
+else gets a change only when they may read the entry (a delete: as it was; a rename they see
+from one side only comes as an ``add`` or a ``delete``), and only their own audit records about
+entries they may read. A ``Last-Event-ID``
 header resumes: changes after it are replayed from the ChangeHub when it still holds them,
 otherwise ``event: reset`` tells the client to resync (audit records are not replayed: read
 ``/logs``). A comment line is sent every ``HEARTBEAT`` seconds. The stream ends when the client
 disconnects or the node stops; a client too slow to drain its queue gets ``event: reset`` and
-the stream ends.
+the stream ends. The stream follows its account (``Operations.account_valid``, checked before
+every event and every ``RECHECK`` seconds): once the entry it authenticated as is deleted (or
+renamed, or replaced by another entry at that DN), disabled, or its credential epoch moves (a
+password change, a lock), it gets ``event: end`` and ends, as its other requests get 401.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from oba.rest.state import RestState
 router = APIRouter(prefix="/api/v1", tags=["events"], responses=ERROR_RESPONSES)
 
 HEARTBEAT = 15.0
+RECHECK = 1.0  # seconds between checks of the stream's account while no event comes
 QUEUE_MAX = 4096
 _TYPES = {ADD: "add", DELETE: "delete", MODIFY: "modify", MODDN: "moddn"}
 
@@ -43,6 +48,11 @@ _TYPES = {ADD: "add", DELETE: "delete", MODIFY: "modify", MODDN: "moddn"}
 def _frame(event: str, index: int | None, data: dict[str, Any]) -> str:
     head = f"id: {index}\n" if index is not None else ""
     return f"{head}event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
+
+
+_END = _frame("end", None, {"reason": "the account this stream authenticated as is no longer "
+                             "valid (deleted, disabled, locked or its password changed); "
+                             "bind again"})
 
 
 def _change_frame(state: RestState, who: Identity, ev: ChangeEvent) -> str | None:
@@ -83,11 +93,32 @@ def _replay(state: RestState, hub: ChangeHub, last: int) -> list[ChangeEvent] | 
     return [e for e in recent if e.index > last]
 
 
-# not in the OpenAPI document: a stream that never ends breaks request/response fuzzers
-@router.get("/events", include_in_schema=False,
-            summary="Server-Sent Events: directory changes and audit records",
-            response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {}},
+DESCRIPTION = """\
+A Server-Sent Events stream (`text/event-stream`) of directory changes and audit records; it
+needs a login (Bearer token or Basic) and never ends on its own. Each event's `id:` is the
+applied (Raft) index of its change; send it back as `Last-Event-ID` to resume.
+
+- `event: change`, data `{index, type, dn, previousDN?, actor}`, `type` one of `add`, `delete`,
+  `modify`, `moddn`. The root DN gets every change. Anyone else only changes to entries they may
+  read (a delete: the entry as it was): a rename seen from both sides is a `moddn` with
+  `previousDN`; one whose old DN they may not read comes as an `add` of the new DN, one whose
+  new DN they may not read as a `delete` of the old DN; `actor` is `""` unless it is the caller
+  or they may read `modifiersName` on the entry.
+- `event: audit`, data one audit record plus `index`: the root DN gets every record, anyone else
+  only their own records that name entries they may read (see `GET /logs`).
+- `event: reset`: the changes after `Last-Event-ID` are no longer held, or the client fell
+  behind; reload the state (the stream ends after the latter).
+- `event: end`, data `{reason}`: the account the stream authenticated as was deleted, renamed,
+  disabled, locked or had its password changed; the stream ends (bind again).
+
+A comment line (`: heartbeat`) is sent every 15 seconds. Every event follows the ACL in force
+when it is sent.
+"""
+
+
+@router.get("/events", summary="Server-Sent Events: directory changes and audit records",
+            description=DESCRIPTION, response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
                              "description": "An event stream (never ends on its own)."}})
 async def events(
     request: Request, state: State, who: Who,
@@ -114,6 +145,8 @@ async def events(
             start = -1
     replay = _replay(state, hub, start) if start is not None else []
     stopping: asyncio.Event | None = getattr(state.runtime, "stopping", None)
+    ops = state.ops
+    account = ops.account_stamp(who)  # as authenticated for this request
 
     async def stream() -> AsyncIterator[str]:
         sent = start if start is not None and start >= 0 else -1
@@ -136,14 +169,20 @@ async def events(
                     yield _frame("reset", None, {"reason": "the client fell behind"})
                     return
                 try:
-                    item = await asyncio.wait_for(queue.get(), 1.0)
+                    item = await asyncio.wait_for(queue.get(), RECHECK)
                 except TimeoutError:
+                    if not ops.account_valid(who, account):
+                        yield _END
+                        return
                     if await request.is_disconnected():
                         return
                     if time.monotonic() >= beat:
                         beat = time.monotonic() + HEARTBEAT
                         yield ": heartbeat\n\n"
                     continue
+                if not ops.account_valid(who, account):  # before anything more is sent
+                    yield _END
+                    return
                 if isinstance(item, SystemEvent):
                     for frame in _audit_frames(state, who, item):
                         yield frame

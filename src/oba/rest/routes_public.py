@@ -2,7 +2,11 @@
 
 Rules for this module: health, bind and config/public need no authentication; stats and
 activities need any authenticated identity. Counters come from ``node.all_stats()`` (LDAP,
-every listener process) plus the REST API's own; activities are audit records as
+every listener process) plus the REST API's own. The directory-wide parts of ``/stats``
+(``storage``: entry count and database size; ``security``: locked and disabled accounts;
+``operations``: writes by type) count entries the caller may not read, so they go to the root
+DN only, or to everyone under the built-in policy (which lets everyone read every entry);
+anyone else gets the server's own fields only. Activities are audit records as
 ``oba.audit.visibility.Viewer`` lets the caller see them (the administrator: all; anyone else:
 their own), an empty list while the audit store is off.
 """
@@ -22,7 +26,7 @@ from fastapi import APIRouter, Query, Request
 from oba.audit.query import recent_activities
 from oba.audit.visibility import Viewer
 from oba.config import format_duration
-from oba.operations import OpError
+from oba.operations import Identity, OpError
 from oba.protocol.filter import parse_filter
 from oba.protocol.messages import Scope
 from oba.rest import models as m
@@ -79,8 +83,6 @@ def _count_disabled(state: RestState) -> int:
     node = state.node
     if not node.base_dn:
         return 0
-    from oba.operations import Identity
-
     root = Identity(node.root_dn, node.root_ndn)
     try:
         it = state.ops.search(root, node.base_dn, Scope.SUB, parse_filter("(obaDisabled=TRUE)"))
@@ -92,9 +94,29 @@ def _count_disabled(state: RestState) -> int:
         return 0
 
 
-@router.get("/stats", response_model=m.StatsResponse, tags=["monitoring"],
-            summary="Server, storage and operation statistics")
+def sees_whole_tree(state: RestState, who: Identity) -> bool:
+    """May ``who`` learn counts over the whole directory? The root DN; anyone under the
+    built-in policy, where every entry is readable by everyone."""
+    access = state.node.access
+    return access.builtin or access.is_root(who.ndn)
+
+
+@router.get("/stats", response_model=m.StatsResponse, response_model_exclude_none=True,
+            tags=["monitoring"], summary="Server, storage and operation statistics",
+            description="`storage`, `security` and `operations` count the whole directory: "
+            "they are sent to the root DN only (to everyone under the built-in access policy, "
+            "where every entry is readable by everyone); other callers get the other fields.")
 async def stats(state: State, who: Who) -> dict[str, Any]:
+    system = {
+        "pid": os.getpid(),
+        "python": platform.python_version(),
+        "threads": threading.active_count(),
+        "maxRSSBytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "numCPU": os.cpu_count() or 1,
+    }
+    if not sees_whole_tree(state, who):
+        return {**health_fields(state), "timezone": time.strftime("%Z") or "UTC",
+                "system": system}
     store = state.node.store
     with store.read() as txn:
         entries = txn.count()
@@ -123,13 +145,7 @@ async def stats(state: State, who: Who) -> dict[str, Any]:
             "disabledAccounts": _count_disabled(state),
             "failedLogins24h": 0,
         },
-        "system": {
-            "pid": os.getpid(),
-            "python": platform.python_version(),
-            "threads": threading.active_count(),
-            "maxRSSBytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            "numCPU": os.cpu_count() or 1,
-        },
+        "system": system,
         "operations": ops,
     }
 
