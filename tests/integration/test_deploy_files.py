@@ -26,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import ldap
 import pytest
 import yaml
 
@@ -558,3 +559,140 @@ def test_local_haproxy_sends_rest_to_the_leader_only(proxy: _Proxy) -> None:
     assert took < 1.0
     wait_until(lambda: proxy.status("rest_back")["node1"] == "DOWN", 5, "old leader marked down")
     assert {proxy.rest_hit() for _ in range(6)} == {"node3"}
+
+
+# --------------------------------------------------------------------------- shipped configs, live
+
+# Container port -> the listener of a node config that must serve it.
+_LISTENERS = {"server.address": "ldap", "server.tlsAddress": "ldaps", "rest.address": "rest",
+              "web.address": "web", "cluster.raftAddr": "raft"}
+_ENV_OF = {"server.address": "OBA_SERVER_ADDRESS", "server.tlsAddress": "OBA_SERVER_TLS_ADDRESS",
+           "rest.address": "OBA_REST_ADDRESS", "web.address": "OBA_WEB_ADDRESS",
+           "cluster.raftAddr": "OBA_CLUSTER_RAFT_ADDR"}
+
+
+def _container_port(spec: str) -> int:
+    """"8081:8080" -> 8080, "3000" -> 3000."""
+    return int(str(spec).rsplit(":", 1)[-1].split("/", 1)[0])
+
+
+def _published_ports() -> dict[Path, set[int]]:
+    """Per shipped config file: the container ports its Compose service publishes or exposes
+    (exposed ones are what HAProxy reaches: 3000 for the web admin, 4445 for Raft)."""
+    single = _load_yaml(ROOT / "docker-compose.yml")["services"]["oba"]
+    out = {IMAGE_CONFIG: {_container_port(p) for p in single["ports"]}}
+    services = _load_yaml(ROOT / "docker-compose.cluster.yml")["services"]
+    for i, path in enumerate(NODE_CONFIGS, start=1):
+        node = services[f"oba-node{i}"]
+        out[path] = {_container_port(p) for p in [*node["ports"], *node.get("expose", [])]}
+    proxy = (ROOT / "docker-cluster/haproxy.cfg").read_text()
+    routed = {int(p) for p in re.findall(r"server node\d oba-node\d:(\d+)", proxy)}
+    for path in NODE_CONFIGS:
+        out[path] |= routed
+    return out
+
+
+def _listening(path: Path, port: int) -> str:
+    """The config key whose listener serves container port ``port`` (fails when none does)."""
+    cfg = load_config(str(path), env={})
+    enabled = {"server.address": True, "server.tlsAddress": bool(cfg.server.tlsCert),
+               "rest.address": cfg.rest.enabled, "web.address": cfg.web.enabled,
+               "cluster.raftAddr": cfg.cluster.enabled}
+    for key, on in enabled.items():
+        section, name = key.split(".")
+        address = getattr(getattr(cfg, section), name)
+        if on and int(address.rsplit(":", 1)[1]) == port:
+            return key
+    raise AssertionError(f"{path.relative_to(ROOT)}: the Compose files publish or route port "
+                         f"{port}, but no enabled listener of this config serves it")
+
+
+def _reach_ldap(port: int) -> None:
+    url = f"ldap://127.0.0.1:{port}"
+    conn = ldap.initialize(url)
+    conn.set_option(ldap.OPT_NETWORK_TIMEOUT, 5.0)
+    try:
+        found = conn.search_s("", ldap.SCOPE_BASE, "(objectClass=*)", ["namingContexts"])
+        assert found[0][1]["namingContexts"] == [b"dc=example,dc=com"]
+        conn.simple_bind_s("cn=admin,dc=example,dc=com", "admin")
+        assert conn.whoami_s() == "dn:cn=admin,dc=example,dc=com"
+    finally:
+        conn.unbind_s()
+    tool = require_tool("ldapsearch", "ldap-utils")
+    res = subprocess.run([tool, "-x", "-LLL", "-H", url, "-b", "", "-s", "base",
+                          "namingContexts"], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0 and "namingContexts: dc=example,dc=com" in res.stdout, res
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return int(resp.status), resp.read()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read()
+
+
+def _reach(kind: str, port: int) -> None:
+    if kind == "ldap":
+        _reach_ldap(port)
+    elif kind == "rest":
+        code, body = _get(f"http://127.0.0.1:{port}/api/v1/health")
+        assert code == 200 and b'"status":"ok"' in body.replace(b" ", b""), body
+    elif kind == "web":
+        code, body = _get(f"http://127.0.0.1:{port}/")
+        assert code == 200 and b"<html" in body.lower(), body[:200]
+        code, body = _get(f"http://127.0.0.1:{port}/api/v1/health")  # the API on one origin
+        assert code == 200, body
+    elif kind == "raft":
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+    else:
+        raise AssertionError(f"no client for {kind}")
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("path", [*NODE_CONFIGS, IMAGE_CONFIG], ids=lambda p: p.parent.name)
+def test_shipped_config_serves_every_published_port(path: Path, tmp_path: Path) -> None:
+    """A node started from the shipped file, its listen addresses (and data directories)
+    moved to loopback by OBA_* variables, answers on every container port the Compose files
+    publish or route to it: LDAP (python-ldap and ldapsearch), REST, the web admin (page and
+    API), Raft. A cluster node alone has no leader (its peers' names do not resolve here):
+    what is checked is that each port is served."""
+    wanted = _published_ports()[path]
+    listeners = {port: _listening(path, port) for port in sorted(wanted)}
+    env = dict(CLEAN_ENV, OBA_STORAGE_DATA_DIR=str(tmp_path / "data"),
+               OBA_CLUSTER_DATA_DIR=str(tmp_path / "raft"), OBA_SERVER_WORKERS="1")
+    local_ports = {}
+    for port, key in listeners.items():
+        local_ports[port] = free_port()
+        env[_ENV_OF[key]] = f"127.0.0.1:{local_ports[port]}"
+    log = tmp_path / "node.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "oba", "serve", "--config", str(path)],
+                                env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+    try:
+        for port, key in listeners.items():
+            kind = _LISTENERS[key]
+            here = local_ports[port]
+
+            def served(kind: str = kind, here: int = here) -> bool:
+                assert proc.poll() is None, log.read_text()[-3000:]
+                try:
+                    _reach(kind, here)
+                except Exception:  # not up yet (refused, or an answer still missing)
+                    return False
+                return True
+
+            wait_until(served, 90, f"{kind} (container port {port}) on 127.0.0.1:{here}", 0.2)
+            _reach(kind, here)  # once more, raising the real error if it fails now
+        print(f"{path.relative_to(ROOT)}: " + ", ".join(
+            f"{_LISTENERS[k]} {p}->{local_ports[p]}" for p, k in listeners.items()))
+        assert {_LISTENERS[k] for k in listeners.values()} >= {"ldap", "rest", "web"}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)

@@ -30,6 +30,19 @@ def _only() -> str | None:
     return only
 
 
+class ObaAsStored(LdapServer):
+    """Oba keeping stored passwords as they are (``security.rehashOnBind: false``), as slapd
+    does: a case that binds as a user and then compares its ``{SHA}`` value must not race the
+    rehash that bind would start."""
+
+    def command(self) -> list[str]:
+        cmd = super().command()
+        conf = self.workdir / "oba.yaml"
+        conf.write_text(conf.read_text(encoding="utf-8")
+                        + "security:\n  rehashOnBind: false\n", encoding="utf-8")
+        return cmd
+
+
 @pytest.fixture(scope="module")
 def diff_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, LdapServer]]:
     """The servers under comparison, started and answering."""
@@ -41,7 +54,7 @@ def diff_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
             pytest.fail(f"slapd modules missing: {missing} (apt-get install slapd)", pytrace=False)
         servers["slapd"] = ReferenceSlapd.create(tmp_path_factory.mktemp("diff-slapd"))
     if only in (None, "oba"):
-        servers["oba"] = LdapServer("oba", tmp_path_factory.mktemp("diff-oba"))
+        servers["oba"] = ObaAsStored("oba", tmp_path_factory.mktemp("diff-oba"))
     failure = ""
     try:
         for srv in servers.values():

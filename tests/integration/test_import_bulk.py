@@ -52,7 +52,9 @@ def _source_ldif() -> bytes:
         text.write(record)
     cn = base64.b64encode("Jürgen Müller 東京".encode()).decode()
     text.write(f"dn: uid=bin,ou=users,{BASE_DN}\nobjectClass: inetOrgPerson\nuid: bin\n"
-               f"cn:: {cn}\nsn: M\njpegPhoto:: {base64.b64encode(PHOTO).decode()}\n\n")
+               f"cn:: {cn}\nsn: M\njpegPhoto:: {base64.b64encode(PHOTO).decode()}\n"
+               # tagged descriptions: their values are indexed under cn and sn
+               "cn;lang-de: Juergen Mueller\nsn;lang-de: Mueller\n\n")
     # a group naming members added after it (no memberOf backfill, as slapd)
     text.write(f"dn: cn=early,{BASE_DN}\nobjectClass: groupOfNames\ncn: early\n"
                f"member: uid=late,{BASE_DN}\n\n")

@@ -104,11 +104,34 @@ def test_bind_wrong_types_is_422(anon: httpx.Client) -> None:
 # ------------------------------------------------------------------ authentication
 
 def test_missing_token_is_401(anon: httpx.Client) -> None:
-    for path in ("/stats", "/activities", f"/entries/{quote_dn(BASE_DN)}", "/search",
-                 "/cluster/status", "/cluster/leader"):
+    for path in ("/stats", "/activities", f"/entries/{quote_dn(BASE_DN)}", "/search"):
         r = anon.get(path)
         assert_error(r, 401, "unauthorized")
         assert r.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_cluster_status_is_public_unless_cluster_status_auth(anon: httpx.Client,
+                                                             root: httpx.Client) -> None:
+    """The spec's `curl .../cluster/status` needs no credentials; rest.clusterStatusAuth
+    (switched over PATCH /config/rest, read per request) makes status and leader ask for
+    them, while health and ready stay public."""
+    assert anon.get("/cluster/status").json() == {"enabled": False, "mode": "standalone"}
+    assert_error(anon.get("/cluster/leader"), 400, "not_cluster_mode")
+    r = root.patch("/config/rest", json={"clusterStatusAuth": True})
+    assert r.status_code == 200, r.text
+    try:
+        for path in ("/cluster/status", "/cluster/leader"):
+            r = anon.get(path)
+            assert_error(r, 401, "unauthorized")
+            assert r.headers["www-authenticate"].startswith("Bearer")
+        assert root.get("/cluster/status").json() == {"enabled": False, "mode": "standalone"}
+        assert_error(root.get("/cluster/leader"), 400, "not_cluster_mode")
+        assert anon.get("/cluster/health").status_code == 200
+        assert anon.get("/cluster/ready").status_code == 200
+    finally:
+        r = root.patch("/config/rest", json={"clusterStatusAuth": False})
+        assert r.status_code == 200, r.text
+    assert anon.get("/cluster/status").status_code == 200
 
 
 def _bearer(srv: RestServer, token: str) -> httpx.Client:

@@ -97,18 +97,21 @@ class FakeCluster:
         return self.ready_flag
 
 
-def _app(cluster: FakeCluster) -> tuple[Any, dict[str, str]]:
+def _app(cluster: FakeCluster, status_auth: bool = False) -> tuple[Any, dict[str, str]]:
     schema = Schema.default()
+    config = Config()
+    config.rest.clusterStatusAuth = status_auth
     node: Any = SimpleNamespace(
-        config=Config(), schema=schema, root_dn=ROOT, root_ndn=schema.normalize_dn(ROOT),
+        config=config, schema=schema, root_dn=ROOT, root_ndn=schema.normalize_dn(ROOT),
         access=AccessPolicy(schema.normalize_dn(ROOT)), cluster=cluster, store=None)
     state = RestState(node=node, secret=b"k" * 32)
     token, _ = issue_token(state, ROOT)
     return create_app(state), {"Authorization": f"Bearer {token}"}
 
 
-def _get(cluster: FakeCluster, path: str, authed: bool = False) -> httpx.Response:
-    app, auth = _app(cluster)
+def _get(cluster: FakeCluster, path: str, authed: bool = False,
+         status_auth: bool = False) -> httpx.Response:
+    app, auth = _app(cluster, status_auth)
 
     async def run() -> httpx.Response:
         transport = httpx.ASGITransport(app=app)
@@ -128,7 +131,13 @@ def test_cluster_routes_in_cluster_mode() -> None:
     assert ready.status_code == 200 and ready.json()["caughtUp"] is True
     leader = _get(up, "/leader", authed=True).json()
     assert leader == {"leaderId": 1, "leaderAddr": "127.0.0.1:4445", "isLeader": True}
-    assert _get(up, "/leader").status_code == 401
+    # public by default (the spec's curl commands), authenticated with rest.clusterStatusAuth
+    assert _get(up, "/leader").json() == leader
+    assert _get(up, "/status").json() == status
+    for path in ("/status", "/leader"):
+        assert _get(up, path, status_auth=True).status_code == 401
+        assert _get(up, path, authed=True, status_auth=True).status_code == 200
+    assert _get(up, "/health", status_auth=True).status_code == 200
 
     follower = FakeCluster(leader=False, ready=False)
     health = _get(follower, "/health")

@@ -161,7 +161,8 @@ class AclEngine:
                 and self._subject_matches(r, bind_ndn, target_ndn, groups)]
 
     def decide_among(self, rules: list[_Compiled], right: str, attr: str | None) -> Decision:
-        key = attr.lower() if attr is not None else None
+        # a tagged description (cn;lang-en) is decided as its type
+        key = attr.split(";", 1)[0].lower() if attr is not None else None
         for r in rules:
             if right not in r.rights:
                 continue

@@ -147,7 +147,7 @@ class AccessPolicy:
         """May ``bind_ndn`` exercise ``right`` on the entry (``attr`` None) or one attribute?"""
         if self.is_root(bind_ndn):
             return Decision(True, None, None, "the root DN may do anything")
-        protected = attr is not None and attr.lower() in PROTECTED_ATTRS
+        protected = attr is not None and attr.split(";", 1)[0].lower() in PROTECTED_ATTRS
         if protected and right in READ_RIGHTS and _password_hidden(bind_ndn, target_ndn, right):
             return Decision(False, None, None,
                             "userPassword is returned to and searched by the root DN only "
@@ -160,7 +160,8 @@ class AccessPolicy:
                  attr: str | None) -> Decision:
         if right in READ_RIGHTS:
             return Decision(True, None, None, "built-in default: everything else is readable")
-        if (right == "write" and attr is not None and attr.lower() in PROTECTED_ATTRS
+        if (right == "write" and attr is not None
+                and attr.split(";", 1)[0].lower() in PROTECTED_ATTRS
                 and bind_ndn and bind_ndn == target_ndn):
             return Decision(True, None, None, "built-in default: users may change their own "
                             "userPassword")
@@ -177,7 +178,8 @@ class AccessPolicy:
         """``decide(...).allowed`` with rules from ``rules_for`` (fast path for searches)."""
         if rules is None or self.engine is None:
             return self.decide(bind_ndn, target_ndn, right, attr).allowed
-        if attr is not None and attr.lower() in PROTECTED_ATTRS and right in READ_RIGHTS:
+        if (attr is not None and attr.split(";", 1)[0].lower() in PROTECTED_ATTRS
+                and right in READ_RIGHTS):
             if _password_hidden(bind_ndn, target_ndn, right):
                 return False
         return self.engine.decide_among(rules, right, attr).allowed

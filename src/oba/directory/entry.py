@@ -1,7 +1,9 @@
 """A directory entry as the storage layer and the directory semantics see it.
 
-Rules: ``attrs`` is keyed by the canonical attribute name (the schema's primary spelling) and
-holds values exactly as they were supplied (never normalised). Helpers never mutate the entry.
+Rules: ``attrs`` is keyed by the canonical attribute name (the schema's primary spelling),
+followed by the description's language tags when it has some (``cn;lang-en``, see
+``oba.schema.options``), and holds values exactly as they were supplied (never normalised).
+Helpers never mutate the entry.
 """
 
 from __future__ import annotations
@@ -30,8 +32,11 @@ class Entry:
     ndn: str | None = field(default=None, compare=False, repr=False)
     # Normalised values memoised by filter evaluation ((attribute names, matching rule) -> one
     # normalised value or None per stored value); entries are not mutated once built.
-    norms: dict[tuple[tuple[str, ...], object], list[bytes | None]] | None = field(
-        default=None, compare=False, repr=False)
+    norms: dict[tuple[tuple[str, ...], tuple[str, ...], object], list[bytes | None]] | None = \
+        field(default=None, compare=False, repr=False)
+    # The keys of ``attrs`` with tags (``cn;lang-en``), memoised the same way (see
+    # ``oba.schema.options.tagged_keys``).
+    tagged: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
 
     def normalized_dn(self, schema: _DNNormaliser) -> str:
         """The entry's normalised DN, computed once per (cached) entry object."""

@@ -11,10 +11,16 @@ is ``blind`` (the hidden attributes count as present everywhere, so that neither
 nor their presence show), else False. So the result never depends on a ``blind`` attribute,
 and making more attributes ``blind`` only ever turns results into Undefined (monotone: a
 search may evaluate with fewer ``blind`` attributes first, then with the caller's own).
-Values are compared through the schema's matching rules (equality for ``=`` and ``~=``,
-ordering for ``>=``/``<=``, substrings for ``=*x*``). Assertion values are normalised once,
-when the filter is compiled; entry values once per entry object and rule (memoised on the
+Values are compared through the schema's matching rules (equality for ``=``, ordering for
+``>=``/``<=``, substrings for ``=*x*``; ``~=`` is slapd's phonetic match on the attributes
+whose equality rule is caseIgnore, caseExact, caseIgnoreIA5 or caseExactIA5, see
+``oba.schema.phonetic``, and the equality rule on the others). Assertion values are normalised
+once, when the filter is compiled; entry values once per entry object and rule (memoised on the
 entry, see ``_normalised``: entries are never mutated once built).
+An item on a type compares the values of its subtypes too (RFC 4512 2.5.1: ``name`` reads
+``cn``, ``sn``...), and an item on a description compares those of the descriptions with more
+options (``cn`` reads ``cn;lang-en``, ``cn;lang-en`` reads only those): see
+``oba.schema.options``. A description with an option Oba does not know is an undefined type.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ from oba.protocol.messages import (
     Present,
     Substrings,
 )
+from oba.schema.options import OptionError, describe, key_parts, tagged_keys
+from oba.schema.phonetic import assertion_codes, codes_match
 from oba.storage.schemaapi import SchemaLike
 
 Matcher = Callable[[Entry], bool | None]
@@ -78,18 +86,33 @@ def attr_names(schema: SchemaLike, canon: str) -> tuple[str, ...]:
     return (canon,)
 
 
-def _canonical(schema: SchemaLike, attr: str, blind: Blind) -> tuple[str | None, bool]:
-    """(canonical name or None when undefined, whether an item on it is hidden: the caller
-    may not search it or one of its subtypes)."""
-    canon = schema.canonical(attr)
+def _described(schema: SchemaLike, attr: str) -> tuple[str | None, tuple[str, ...]]:
+    """(canonical type name, tags) of a filter's attribute description; (None, ()) when the
+    type is undefined or an option is not supported (an undefined description)."""
+    try:
+        found = describe(schema, attr)
+    except OptionError:
+        return None, ()
+    return (None, ()) if found is None else (found.canon, found.tags)
+
+
+def _canonical(schema: SchemaLike, attr: str, blind: Blind
+               ) -> tuple[str | None, tuple[str, ...], bool]:
+    """(canonical name or None when undefined, its tags, whether an item on it is hidden: the
+    caller may not search it or one of its subtypes)."""
+    canon, tags = _described(schema, attr)
     if canon is None or not blind:
-        return canon, False
-    return canon, any(n.lower() in blind for n in attr_names(schema, canon))
+        return canon, tags, False
+    return canon, tags, any(n.lower() in blind for n in attr_names(schema, canon))
 
 
 def hidden(schema: SchemaLike, attr: str, blind: Blind) -> bool:
-    """Is a filter item on ``attr`` Undefined for a caller who may not search ``blind``?"""
-    return bool(blind) and _canonical(schema, attr, blind)[1]
+    """Is a filter item on ``attr`` Undefined for a caller who may not search ``blind``? (Its
+    type decides, whatever its options: an index on a hidden type is never read.)"""
+    if not blind:
+        return False
+    canon = schema.canonical(attr)
+    return canon is not None and any(n.lower() in blind for n in attr_names(schema, canon))
 
 
 def filter_reads(flt: Filter, schema: SchemaLike) -> tuple[frozenset[str], bool]:
@@ -111,36 +134,82 @@ def filter_reads(flt: Filter, schema: SchemaLike) -> tuple[frozenset[str], bool]
             if not attr:
                 every = True
                 continue
-            canon = schema.canonical(attr)
+            canon = _described(schema, attr)[0]
             if canon is not None:
                 names.update(n.lower() for n in attr_names(schema, canon))
     return frozenset(names), every
 
 
-def _values(entry: Entry, names: tuple[str, ...]) -> list[bytes]:
-    if len(names) == 1:
-        return entry.attrs.get(names[0]) or []
-    out: list[bytes] = []
-    for n in names:
-        out.extend(entry.attrs.get(n) or ())
+def _values(entry: Entry, names: tuple[str, ...], tags: tuple[str, ...] = ()) -> list[bytes]:
+    """The values of the types ``names`` in ``entry`` under descriptions holding ``tags``
+    (all of them, tagged or not, when ``tags`` is empty)."""
+    attrs = entry.attrs
+    if tags:
+        out: list[bytes] = []
+    elif len(names) == 1:
+        out = attrs.get(names[0]) or []
+    else:
+        out = []
+        for n in names:
+            out.extend(attrs.get(n) or ())
+    tagged = tagged_keys(entry)
+    if tagged:
+        extra = [key for key in tagged if _covers(names, tags, key)]
+        if extra:
+            out = list(out)
+            for key in extra:
+                out.extend(attrs[key])
     return out
 
 
-def _normalised(entry: Entry, names: tuple[str, ...], rule: Any) -> list[bytes | None]:
-    """The values of ``names`` in ``entry`` normalised by ``rule`` (None for a value the rule
-    rejects), memoised on the entry: a cached entry is evaluated by search after search."""
+def _covers(names: tuple[str, ...], tags: tuple[str, ...], key: str) -> bool:
+    base, held = key_parts(key)
+    return base in names and all(t in held for t in tags)
+
+
+def _normalised(entry: Entry, names: tuple[str, ...], tags: tuple[str, ...], rule: Any
+                ) -> list[bytes | None]:
+    """The values of ``names`` (with ``tags``) in ``entry`` normalised by ``rule`` (None for a
+    value the rule rejects), memoised on the entry: a cached entry is evaluated by search after
+    search."""
     memo = entry.norms
     if memo is None:
         memo = entry.norms = {}
-    key = (names, rule)  # the rule object itself: it stays alive while it is a key
+    key = (names, tags, rule)  # the rule object itself: it stays alive while it is a key
     out = memo.get(key)
     if out is None:
-        out = memo[key] = [_safe_norm(rule, v) for v in _values(entry, names)]
+        out = memo[key] = [_safe_norm(rule, v) for v in _values(entry, names, tags)]
     return out
 
 
+# equality rules whose attributes ``~=`` compares phonetically (slapd's approx associations)
+APPROX_RULES = frozenset({"caseignorematch", "caseexactmatch", "caseignoreia5match",
+                          "caseexactia5match"})
+
+
+def _approx(schema: SchemaLike, attr: str, value: bytes, blind: Blind = SEES_ALL) -> Matcher:
+    """``attr~=value``: the phonetic match where slapd has one, else equality."""
+    canon, tags, unseen = _canonical(schema, attr, blind)
+    if canon is None or unseen:
+        return _undefined
+    rule = schema.equality(canon)
+    if rule is None or str(getattr(rule, "name", "")).lower() not in APPROX_RULES:
+        return _equality(schema, attr, value, blind)
+    if _safe_norm(rule, value) is None:  # an assertion invalid for the syntax
+        return _undefined
+    wanted = assertion_codes(value)
+    if wanted is None:  # no word: matches nothing
+        return _false
+    names = attr_names(schema, canon)
+
+    def match(entry: Entry) -> bool | None:
+        return any(codes_match(v, wanted) for v in _values(entry, names, tags))
+
+    return match
+
+
 def _equality(schema: SchemaLike, attr: str, value: bytes, blind: Blind = SEES_ALL) -> Matcher:
-    canon, unseen = _canonical(schema, attr, blind)
+    canon, tags, unseen = _canonical(schema, attr, blind)
     if canon is None or unseen:
         return _undefined
     rule = schema.equality(canon)
@@ -151,7 +220,7 @@ def _equality(schema: SchemaLike, attr: str, value: bytes, blind: Blind = SEES_A
         return _undefined
     names = attr_names(schema, canon)
     closure = getattr(schema, "objectclass_closure", None)
-    if canon == "objectClass" and closure is not None:
+    if canon == "objectClass" and closure is not None and not tags:
 
         def match_oc(entry: Entry) -> bool | None:
             return any(target in closure(v) for v in entry.attrs.get("objectClass", ()))
@@ -159,14 +228,14 @@ def _equality(schema: SchemaLike, attr: str, value: bytes, blind: Blind = SEES_A
         return match_oc
 
     def match(entry: Entry) -> bool | None:
-        return target in _normalised(entry, names, rule)
+        return target in _normalised(entry, names, tags, rule)
 
     return match
 
 
 def _ordering(schema: SchemaLike, attr: str, value: bytes, ge: bool,
               blind: Blind = SEES_ALL) -> Matcher:
-    canon, unseen = _canonical(schema, attr, blind)
+    canon, tags, unseen = _canonical(schema, attr, blind)
     if canon is None or unseen:
         return _undefined
     rule = schema.ordering(canon)
@@ -178,7 +247,7 @@ def _ordering(schema: SchemaLike, attr: str, value: bytes, ge: bool,
     names = attr_names(schema, canon)
 
     def match(entry: Entry) -> bool | None:
-        for v in _values(entry, names):
+        for v in _values(entry, names, tags):
             nv = _safe_norm(rule, v)
             if nv is None:
                 continue
@@ -199,7 +268,7 @@ class _ComponentRule:
 
 
 def _substrings(schema: SchemaLike, f: Substrings, blind: Blind = SEES_ALL) -> Matcher:
-    canon, unseen = _canonical(schema, f.attr, blind)
+    canon, tags, unseen = _canonical(schema, f.attr, blind)
     if canon is None or unseen:
         return _undefined
     rule = schema.substr(canon)
@@ -217,7 +286,7 @@ def _substrings(schema: SchemaLike, f: Substrings, blind: Blind = SEES_ALL) -> M
     names = attr_names(schema, canon)
 
     def match(entry: Entry) -> bool | None:
-        for nv in _normalised(entry, names, rule):
+        for nv in _normalised(entry, names, tags, rule):
             if nv is not None and rule.match_substrings(nv, initial, any_t, final):
                 return True
         return False
@@ -226,17 +295,20 @@ def _substrings(schema: SchemaLike, f: Substrings, blind: Blind = SEES_ALL) -> M
 
 
 def _present(schema: SchemaLike, attr: str, blind: Blind = SEES_ALL) -> Matcher:
-    canon, unseen = _canonical(schema, attr, blind)
+    canon, tags, unseen = _canonical(schema, attr, blind)
     if canon is None:
         return _false
     if unseen:
         return _undefined
-    if canon.lower() == "objectclass":
+    if canon.lower() == "objectclass" and not tags:
         return _true
     names = attr_names(schema, canon)
 
     def match(entry: Entry) -> bool | None:
-        return any(entry.attrs.get(n) for n in names)
+        if not tags and any(entry.attrs.get(n) for n in names):
+            return True
+        tagged = tagged_keys(entry)
+        return bool(tagged) and any(_covers(names, tags, key) for key in tagged)
 
     return match
 
@@ -251,8 +323,9 @@ def _extensible(schema: SchemaLike, f: Extensible, blind: Blind = SEES_ALL) -> M
     values (or every attribute the rule can compare but the ``blind`` ones) and, with ``:dn``,
     the DN's AVAs (of types not ``blind``)."""
     canon: str | None = None
+    tags: tuple[str, ...] = ()
     if f.attr is not None:
-        canon, unseen = _canonical(schema, f.attr, blind)
+        canon, tags, unseen = _canonical(schema, f.attr, blind)
         if canon is None or unseen:
             return _undefined
     rule: Any
@@ -287,11 +360,12 @@ def _extensible(schema: SchemaLike, f: Extensible, blind: Blind = SEES_ALL) -> M
 
     def match(entry: Entry) -> bool | None:
         if names is not None:
-            if hit(_values(entry, names)):
+            if hit(_values(entry, names, tags)):
                 return True
         elif blind:
             if any(hit(vals) for name, vals in entry.attrs.items()
-                   if name.lower() not in blind):
+                   if name.split(";", 1)[0].lower() not in blind
+                   and name.lower() not in blind):
                 return True
         elif any(hit(vals) for vals in entry.attrs.values()):
             return True
@@ -353,8 +427,10 @@ def compile_filter(flt: Filter, schema: SchemaLike, blind: Blind = SEES_ALL) -> 
             return None if r is None else not r
 
         return not_
-    if isinstance(flt, Equality | Approx):
+    if isinstance(flt, Equality):
         return _equality(schema, flt.attr, flt.value, blind)
+    if isinstance(flt, Approx):
+        return _approx(schema, flt.attr, flt.value, blind)
     if isinstance(flt, GreaterOrEqual):
         return _ordering(schema, flt.attr, flt.value, True, blind)
     if isinstance(flt, LessOrEqual):
@@ -364,6 +440,38 @@ def compile_filter(flt: Filter, schema: SchemaLike, blind: Blind = SEES_ALL) -> 
     if isinstance(flt, Present):
         return _present(schema, flt.attr, blind)
     return _extensible(schema, flt, blind)
+
+
+def compare_types(schema: SchemaLike, attr: str
+                  ) -> tuple[str, tuple[str, ...], tuple[str, ...]] | None:
+    """What a Compare of ``attr`` reads: (its canonical type, the type and its subtypes, the
+    tags a description must hold); None for an undefined type, ``OptionError`` for an option
+    Oba does not support (both LDAP 17)."""
+    found = describe(schema, attr)
+    if found is None:
+        return None
+    return found.canon, attr_names(schema, found.canon), found.tags
+
+
+def values_of(entry: Entry, names: tuple[str, ...], tags: tuple[str, ...] = ()) -> list[bytes]:
+    """The values a filter item or a Compare on the types ``names`` (with ``tags``) reads."""
+    return _values(entry, names, tags)
+
+
+def compare_among(entry: Entry, canon: str, names: tuple[str, ...], tags: tuple[str, ...],
+                  value: bytes, schema: SchemaLike) -> bool | None:
+    """Compare ``value`` with the values of ``names`` (with ``tags``) by the equality rule of
+    ``canon``; None when it has none or the value is invalid for it."""
+    rule = schema.equality(canon)
+    if rule is None:
+        return None
+    target = _safe_norm(rule, value)
+    if target is None:
+        return None
+    closure = getattr(schema, "objectclass_closure", None)
+    if canon == "objectClass" and closure is not None and not tags:
+        return any(target in closure(v) for v in entry.attrs.get("objectClass", ()))
+    return target in _normalised(entry, names, tags, rule)
 
 
 def compare(entry: Entry, attr: str, value: bytes, schema: SchemaLike) -> bool | None:

@@ -2,10 +2,13 @@
 
 Rules: the caller has checked that the base exists and keeps the read transaction open (and
 in the same thread) while it consumes the iterator. Indexed equality / presence / substring
-items of AND/OR give a candidate id set (a superset of the matches); without one the scope is
-walked through the ``children`` database. A subtree search with a selective candidate set never
-walks the tree: each candidate's normalised DN is checked against the base instead. The full
-filter is always evaluated on each candidate; only entries for which it is True are returned.
+items of AND/OR give a candidate id set (a superset of the matches: an attribute's index also
+holds the values of its tagged descriptions, ``cn;lang-en`` under ``cn``; an approximate item
+uses the equality index only where ``~=`` is equality, never for a phonetic match); without
+one the scope is walked through the ``children`` database. A subtree search with a selective
+candidate set never walks the tree: each candidate's normalised DN is checked against the base
+instead. The full filter is always evaluated on each candidate; only entries for which it is
+True are returned.
 Compiled filters are memoised per ``SearchContext`` (bounded; a filter is a frozen value), keyed
 by the filter and the ``blind`` set. ``blind`` names the attributes the caller may not search
 (lower-case canonical): their items are Undefined in the evaluation, and never used to plan, so
@@ -19,7 +22,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from oba.directory.entry import Entry
-from oba.directory.evaluate import SEES_ALL, Blind, Matcher, compile_filter, hidden
+from oba.directory.evaluate import (
+    APPROX_RULES,
+    SEES_ALL,
+    Blind,
+    Matcher,
+    compile_filter,
+    hidden,
+)
 from oba.protocol.messages import (
     And,
     Approx,
@@ -90,6 +100,8 @@ def plan(txn: ReadTxn, schema: SchemaLike, flt: Filter, blind: Blind = SEES_ALL,
         canon = schema.canonical(flt.attr)
         if canon is None or not txn.has_index(canon, "eq"):
             return None
+        if isinstance(flt, Approx) and _phonetic(schema, canon):
+            return None  # sounds-alike values have other equality keys: no index narrows it
         try:
             norm = schema.normalize(canon, flt.value)
         except Exception:  # an invalid assertion matches nothing
@@ -137,6 +149,12 @@ def plan(txn: ReadTxn, schema: SchemaLike, flt: Filter, blind: Blind = SEES_ALL,
             union |= c
         return union
     return None
+
+
+def _phonetic(schema: SchemaLike, canon: str) -> bool:
+    """Does ``~=`` on this type compare phonetically (not by its equality rule)?"""
+    rule = schema.equality(canon)
+    return rule is not None and str(getattr(rule, "name", "")).lower() in APPROX_RULES
 
 
 def _walk(txn: ReadTxn, root: int, include_root: bool) -> Iterator[int]:

@@ -49,7 +49,8 @@ HOT_KEYS: dict[str, frozenset[str]] = {
     "logging": frozenset({"level", "format"}),
     "server": frozenset({"maxConnections", "readTimeout", "writeTimeout",
                          "anonymousIdleTimeout"}),
-    "rest": frozenset({"rateLimit", "tokenTTL", "corsOrigins", "maxBodySize"}),
+    "rest": frozenset({"rateLimit", "tokenTTL", "corsOrigins", "maxBodySize",
+                       "clusterStatusAuth"}),
 }
 # sections are the nested models; top-level scalar keys (aclFile) are handled on their own
 SECTIONS = tuple(

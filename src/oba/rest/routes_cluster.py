@@ -4,7 +4,11 @@ Rules for this module: standalone nodes answer with fixed documents; in cluster 
 come from ``node.cluster`` through ``cluster_status()`` (a dict of the reference's fields),
 ``is_leader()``, ``leader()`` (None, an ``(id, addr)`` pair, a mapping or an object with
 ``id``/``addr``) and ``ready()``. ``health`` is 200 only on the leader; ``ready`` 200 only when
-ready. Status and leader need authentication; health and ready are public (load balancers).
+ready. Health and ready are always public (load balancers). Status and leader are public too,
+as the spec's ``curl http://localhost:8080/api/v1/cluster/status`` expects: they carry node
+ids, Raft states, terms, log indexes and Raft addresses, no secret and no directory data;
+``rest.clusterStatusAuth: true`` makes them ask for credentials like any other route (checked
+per request, so a ``PATCH /config/rest`` takes effect at once).
 
 Administration (root DN only, any node: a follower forwards to the leader over Raft):
 ``POST /members {id, addr}`` and ``DELETE /members/{id}`` (single-server changes, one at a
@@ -17,15 +21,18 @@ not done within the bound -> 503 ``no_leader`` / ``timeout``; standalone -> 400.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Request, Security
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBasicCredentials
 from pydantic import BaseModel, Field
 
+from oba.operations import Identity
 from oba.rest import models as m
-from oba.rest.auth import Admin, State, Who
+from oba.rest.auth import Admin, State, basic_scheme, bearer_scheme, current_identity
 from oba.rest.errors import ERROR_RESPONSES, ApiError
+from oba.rest.state import get_state
 
 router = APIRouter(prefix="/api/v1/cluster", responses=ERROR_RESPONSES, tags=["cluster"])
 _STANDALONE = {"status": "ok", "mode": "standalone"}
@@ -48,12 +55,27 @@ def _leader(cluster: Any) -> tuple[Any, str] | None:
     return leader_id, str(addr or "")
 
 
+async def status_reader(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
+    basic: Annotated[HTTPBasicCredentials | None, Security(basic_scheme)],
+) -> Identity | None:
+    """Who reads ``/status`` and ``/leader``: nobody needs to say (None) unless
+    ``rest.clusterStatusAuth`` is on, then the request's identity as on every other route."""
+    if not get_state(request).node.config.rest.clusterStatusAuth:
+        return None
+    return await current_identity(request, bearer, basic)
+
+
+StatusReader = Annotated[Identity | None, Depends(status_reader)]
+
+
 def _status(cluster: Any) -> dict[str, Any]:
     return dict(cluster.cluster_status())
 
 
 @router.get("/status", response_model=m.ClusterStatus, summary="Cluster membership and state")
-async def status(state: State, who: Who) -> dict[str, Any]:
+async def status(state: State, who: StatusReader) -> dict[str, Any]:
     cluster = state.node.cluster
     if cluster is None:
         return {"enabled": False, "mode": "standalone"}
@@ -92,7 +114,7 @@ async def ready(state: State) -> Any:
 
 
 @router.get("/leader", response_model=m.ClusterLeader, summary="The current leader")
-async def leader(state: State, who: Who) -> dict[str, Any]:
+async def leader(state: State, who: StatusReader) -> dict[str, Any]:
     cluster = state.node.cluster
     if cluster is None:
         raise ApiError(400, "not_cluster_mode", "this node runs standalone (cluster.enabled is "

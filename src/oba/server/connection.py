@@ -86,6 +86,8 @@ from oba.protocol.messages import (
     UnbindRequest,
 )
 from oba.protocol.resultcodes import ResultCode
+from oba.schema import options as attr_options
+from oba.schema.options import OptionError, key_parts, tagged_keys, wire_name
 from oba.server import extended
 from oba.server.node import Node
 from oba.server.paging import CookieJar, PageState, PagingError
@@ -146,6 +148,9 @@ class LDAPConnection(asyncio.Protocol):
         self.decoder = LDAPDecoder(node.config.server.maxMessageSize)
         self.transport: asyncio.Transport | None = None
         self.identity: Identity = ANONYMOUS
+        # (entry id, credential epoch) the identity bound under (``Operations.account_stamp``):
+        # a persistent search ends once the account no longer matches it
+        self.account: tuple[int, int] | None = None
         self.peer = "?"
         self.closed = False
         self.pending: dict[int, asyncio.Task[None]] = {}
@@ -597,6 +602,7 @@ class LDAPConnection(asyncio.Protocol):
     def handle_bind(self, mid: int, op: BindRequest) -> None:
         # A bind, successful or not, first resets the connection to anonymous (RFC 4511 4.2.1).
         self.identity = ANONYMOUS
+        self.account = None
         if op.version != 3:
             self.answer(mid, op, ResultCode.PROTOCOL_ERROR,
                         "requested protocol version not allowed")
@@ -622,7 +628,7 @@ class LDAPConnection(asyncio.Protocol):
             try:
                 yielded = work.send(None)
             except StopIteration as done:
-                self.identity = done.value
+                self._bound(done.value)
                 self.answer(mid, op, ResultCode.SUCCESS)
                 return
             except OpError as err:
@@ -632,15 +638,20 @@ class LDAPConnection(asyncio.Protocol):
         async def run() -> None:
             try:
                 if work is None:  # not started: no coroutine is left unawaited on cancel
-                    self.identity = await self.ops.bind(op.name, op.simple or b"")
+                    self._bound(await self.ops.bind(op.name, op.simple or b""))
                 else:
-                    self.identity = await _resume(work, yielded)
+                    self._bound(await _resume(work, yielded))
             except OpError as err:
                 self.answer_error(mid, op, err)
                 return
             self.answer(mid, op, ResultCode.SUCCESS)
 
         self._track(mid, asyncio.ensure_future(run()))
+
+    def _bound(self, who: Identity) -> None:
+        """A successful bind as ``who`` (called in the context that ran the bind)."""
+        self.identity = who
+        self.account = self.ops.account_stamp(who)
 
     # ------------------------------------------------------------------ search
 
@@ -978,23 +989,40 @@ def _search_controls(
 
 
 class AttributeSelector:
-    """Which attributes of an entry a search returns, and their encoding (a hot path)."""
+    """Which attributes of an entry a search returns, and their encoding (a hot path).
+
+    A requested type selects its subtypes too (RFC 4511 4.5.1.8: ``name`` returns ``cn``,
+    ``sn``...) and every tagged description of them (``cn`` returns ``cn;lang-en``); a request
+    with tags (``cn;lang-en``) selects the descriptions holding those tags only. A description
+    Oba does not know (``cn;x-foo``, ``cn;binary``) selects nothing. Certificate types go out
+    as ``type;binary`` (``oba.schema.options.wire_name``)."""
 
     def __init__(self, conn: LDAPConnection, requested: Iterable[str], types_only: bool) -> None:
         node = conn.node
+        schema = node.schema
         self.node = node
         self.types_only = types_only
-        req = [r.split(";", 1)[0] for r in requested]
-        lowered = {r.lower() for r in req}
-        self.all_user = not req or "*" in lowered
+        requested = list(requested)
+        lowered = {r.split(";", 1)[0].lower() for r in requested}
+        self.all_user = not requested or "*" in lowered
         self.all_oper = "+" in lowered
         named: set[str] = set()
-        for r in req:
-            if r in ("*", "+", "1.1"):
+        # requests with tags: (the types they cover, the tags a description must hold)
+        self.tagged: list[tuple[frozenset[str], tuple[str, ...]]] = []
+        for r in requested:
+            if r.split(";", 1)[0] in ("*", "+", "1.1"):
                 continue
-            canon = node.schema.canonical(r)
-            if canon is not None:
-                named.add(canon)
+            try:
+                found = attr_options.describe(schema, r)
+            except OptionError:
+                continue
+            if found is None:
+                continue
+            covered = {found.canon, *schema.subtypes(found.canon)}
+            if found.tags:
+                self.tagged.append((frozenset(covered), found.tags))
+            else:
+                named.update(covered)
         self.named = frozenset(named)
         self.computed = self.all_oper or bool(
             self.named & {"entryDN", "hasSubordinates", "subschemaSubentry"})
@@ -1006,6 +1034,12 @@ class AttributeSelector:
     def wanted(self, attr: str) -> bool:
         if attr in self.named:
             return True
+        if ";" in attr:
+            base, tags = key_parts(attr)
+            if base in self.named or any(
+                    base in types and all(t in tags for t in need)
+                    for types, need in self.tagged):
+                return True
         if self.node.is_operational(attr):
             return self.all_oper
         return self.all_user
@@ -1015,8 +1049,9 @@ class AttributeSelector:
         types_only = self.types_only
         if not types_only and not controls:
             return self._encode_memo(mid, entry, txn)
+        schema = self.node.schema
         out: list[tuple[str, list[bytes]]] = [
-            (attr, [] if types_only else values)
+            (wire_name(schema, attr), [] if types_only else values)
             for attr, values in entry.attrs.items()
             if self.wanted(attr)
         ]
@@ -1031,7 +1066,7 @@ class AttributeSelector:
 
     def _selected(self, entry: Entry) -> list[str]:
         """The stored attributes of ``entry`` this selection returns, in stored order."""
-        if self.named_only:
+        if self.named_only and not self.tagged and not tagged_keys(entry):
             named = self.named
             return [a for a in entry.attrs if a in named]
         memo = self._wanted
@@ -1070,11 +1105,11 @@ class AttributeSelector:
                     pieces.append(codec.encode_attribute(attr, values))
         return codec.encode_search_entry_pieces(mid, entry.dn, pieces)
 
-    @staticmethod
-    def _piece(enc: dict[str, bytes], attr: str, values: list[bytes]) -> bytes:
+    def _piece(self, enc: dict[str, bytes], attr: str, values: list[bytes]) -> bytes:
         piece = enc.get(attr)
         if piece is None:
-            piece = enc[attr] = codec.encode_attribute(attr, values)
+            name = wire_name(self.node.schema, attr)  # always the same for one key
+            piece = enc[attr] = codec.encode_attribute(name, values)
         return piece
 
     def _computed(self, entry: Entry, txn: Any) -> list[tuple[str, list[bytes]]]:

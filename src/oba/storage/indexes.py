@@ -4,7 +4,9 @@ Rules: equality keys are ``b"="+norm`` (norm = the attribute's equality-normalis
 presence is ``b"*"``, substring keys use the substring rule's normalised form: ``b"^"`` + first
 3 bytes, ``b"$"`` + last 3 bytes and ``b"~"`` + every 3-byte window. Any key longer than
 ``MAX_KEY`` bytes becomes ``b"#"+sha256(key)``. A value the rule rejects is simply not indexed
-(the apply layer validates values; indexes never raise).
+(the apply layer validates values; indexes never raise). An attribute's index holds the values
+of its tagged descriptions too (``cn;lang-en`` values under ``cn``: an item on ``cn`` matches
+them), see ``values_for_index``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,25 @@ DEFAULT_INDEXES: dict[str, set[str]] = {
     "uidNumber": {"eq"},
     "gidNumber": {"eq"},
 }
+
+
+def tagged_keys(attrs: Mapping[str, object]) -> list[str]:
+    """The keys of an entry's attributes that carry tags (``cn;lang-en``)."""
+    return [k for k in attrs if ";" in k]
+
+
+def values_for_index(attrs: Mapping[str, list[bytes]], attr: str,
+                     tagged: Iterable[str] = ()) -> Iterable[bytes]:
+    """The values the index of ``attr`` holds for an entry: its own and those of its tagged
+    descriptions (``tagged``: ``tagged_keys(attrs)``)."""
+    values: Iterable[bytes] = attrs.get(attr, ())
+    extra = [k for k in tagged if k.split(";", 1)[0] == attr]
+    if not extra:
+        return values
+    out = list(values)
+    for key in extra:
+        out.extend(attrs[key])
+    return out
 
 
 def fit_key(key: bytes) -> bytes:

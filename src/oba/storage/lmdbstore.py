@@ -255,9 +255,10 @@ class WriteTxn(ReadTxn):
                     self._txn.put(id_bytes(new_pid), key, db=store._children, dupdata=True)
         self._txn.put(key, _encode_entry(entry), db=store._id2entry)
         new_attrs = entry.attrs
+        old_tagged, new_tagged = ix.tagged_keys(old_attrs), ix.tagged_keys(new_attrs)
         for attr, kinds in store.index_config.items():
-            old_values = old_attrs.get(attr, ())
-            new_values = new_attrs.get(attr, ())
+            old_values = ix.values_for_index(old_attrs, attr, old_tagged)
+            new_values = ix.values_for_index(new_attrs, attr, new_tagged)
             if old is not None and old_values == new_values:
                 continue  # unchanged values, unchanged keys (a modify touches few attributes)
             old_keys = ix.keys_for_values(store.schema, attr, kinds, old_values)
@@ -276,9 +277,11 @@ class WriteTxn(ReadTxn):
         self._txn.delete(dn_key(ndn), db=store._dn2id)
         self._txn.delete(id_bytes(self._parent_id(ndn)), key, db=store._children)
         self._txn.delete(key, db=store._id2entry)
+        tagged = ix.tagged_keys(entry.attrs)
         for attr, kinds in store.index_config.items():
             db = store._idx[attr]
-            for k in ix.keys_for_values(store.schema, attr, kinds, entry.attrs.get(attr, ())):
+            values = ix.values_for_index(entry.attrs, attr, tagged)
+            for k in ix.keys_for_values(store.schema, attr, kinds, values):
                 self._txn.delete(k, key, db=db)
 
 
@@ -389,8 +392,9 @@ class Store:
                 cur = txn.cursor(db=self._id2entry)
                 for k, v in cur.iternext(keys=True, values=True):
                     entry = _decode_entry(bytes_id(k), v)
+                    tagged = ix.tagged_keys(entry.attrs)
                     for attr in changed:
-                        values = entry.attrs.get(attr, ())
+                        values = ix.values_for_index(entry.attrs, attr, tagged)
                         kinds = self.index_config[attr]
                         for ikey in ix.keys_for_values(self.schema, attr, kinds, values):
                             txn.put(ikey, k, db=self._idx[attr], dupdata=True)

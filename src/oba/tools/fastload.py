@@ -178,8 +178,11 @@ class BulkLoad:
         some attributes (``PreparedAdd.norms``), value for value."""
         out: EntryKeys = []
         plans = self._plans
+        tagged = ix.tagged_keys(attrs)  # cn;lang-en values are indexed under cn
         for attr in self.pairs:
             values = attrs.get(attr)
+            if tagged:
+                values = list(ix.values_for_index(attrs, attr, tagged)) or None
             if not values:
                 continue
             if len(values) == 1:

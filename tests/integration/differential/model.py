@@ -12,6 +12,8 @@ Format (YAML, one file = one pytest item)::
         deliberate: <why Oba differs from slapd here on purpose>                    (optional)
         ... op-specific keys, see OP_KEYS ...
 
+A value (in ``attrs`` or ``changes``) is a string, or ``{base64: ...}`` for a binary one.
+
 Rules: placeholders ``{base}`` (the case's private subtree ``ou=<case>,dc=example,dc=com``),
 ``{ou}`` (the case name), ``{suffix}`` and ``{rootdn}`` are replaced in every string; unknown ops
 or keys are errors, so a typo cannot silently weaken a case. Expectations are checked against

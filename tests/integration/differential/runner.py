@@ -9,6 +9,7 @@ end. The case's subtree is built from ``tree.ldif`` before the ops and removed a
 
 from __future__ import annotations
 
+import base64
 import io
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -85,10 +86,12 @@ def result_name(code: int) -> str:
 
 
 def _values(raw: Any) -> list[bytes]:
+    """Values of a case: strings (sent as UTF-8), or ``{base64: ...}`` for binary ones."""
     if raw is None:
         return []
     items = raw if isinstance(raw, list) else [raw]
-    return [str(v).encode() for v in items]
+    return [base64.b64decode(v["base64"]) if isinstance(v, dict) else str(v).encode()
+            for v in items]
 
 
 def _error_record(exc: ldap.LDAPError) -> dict[str, Any]:
