@@ -5,12 +5,14 @@ Rules:
   clock, no global state).
 - Tree: ``dc=example,dc=com`` / ``ou=users`` / ``ou=groups``; users ``uid=userN`` (N = 1..users)
   are inetOrgPerson + posixAccount; ``groups`` groupOfNames ``cn=groupK`` (K = 1..groups).
-- ``userPassword`` of ``uid=userN`` is ``{SSHA}`` of ``passwordN`` (salt from the seeded RNG).
+- ``userPassword`` of ``uid=userN`` is ``{SSHA}`` of ``passwordN`` (salt from the seeded RNG),
+  or with ``cleartext=True`` ``passwordN`` itself, for servers to hash as they store it (the
+  same RNG draws either way, so the rest of the data set is identical).
 - Only a small, fixed share of surnames contain "son" (``SON_FRACTION``), and no first name
   does, so ``(cn=*son*)`` returns a realistic handful of entries, not a third of the tree.
 - Entries come parents first; values are ``str`` (UTF-8 on the wire).
 
-CLI: ``python bench/datagen.py [--users N] [--groups G] [--seed S] [-o FILE]``.
+CLI: ``python bench/datagen.py [--users N] [--groups G] [--seed S] [--cleartext] [-o FILE]``.
 """
 
 from __future__ import annotations
@@ -99,8 +101,10 @@ def structural_entries() -> list[Entry]:
     ]
 
 
-def generate(users: int = 10_000, groups: int = 100, seed: int = 42) -> Iterator[Entry]:
-    """All entries of the data set, parents before children."""
+def generate(users: int = 10_000, groups: int = 100, seed: int = 42,
+             cleartext: bool = False) -> Iterator[Entry]:
+    """All entries of the data set, parents before children (``cleartext``: passwords as
+    given, not ``{SSHA}``)."""
     rng = random.Random(seed)
     yield from structural_entries()
     for n in range(1, users + 1):
@@ -117,7 +121,8 @@ def generate(users: int = 10_000, groups: int = 100, seed: int = 42) -> Iterator
             ("uidNumber", (str(10_000 + n),)),
             ("gidNumber", (str(10_000 + (n % groups if groups else 0)),)),
             ("homeDirectory", (f"/home/user{n}",)),
-            ("userPassword", (ssha(user_password(n), salt),)),
+            ("userPassword", (user_password(n) if cleartext
+                              else ssha(user_password(n), salt),)),
         ))
     per_group = min(users, 20)
     for k in range(1, groups + 1):
@@ -147,11 +152,12 @@ def to_ldif(entries: Iterable[Entry]) -> Iterator[str]:
         yield "".join(lines) + "\n"
 
 
-def write_ldif(path: str, users: int = 10_000, groups: int = 100, seed: int = 42) -> int:
+def write_ldif(path: str, users: int = 10_000, groups: int = 100, seed: int = 42,
+               cleartext: bool = False) -> int:
     """Write the data set to ``path``; returns the number of entries written."""
     count = 0
     with open(path, "w", encoding="utf-8") as out:
-        for record in to_ldif(generate(users, groups, seed)):
+        for record in to_ldif(generate(users, groups, seed, cleartext)):
             out.write(record)
             count += 1
     return count
@@ -162,13 +168,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--groups", type=int, default=100)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--cleartext", action="store_true",
+                        help="cleartext passwords (passwordN) instead of {SSHA}")
     parser.add_argument("-o", "--output", default="-")
     args = parser.parse_args(argv)
     if args.output == "-":
-        for record in to_ldif(generate(args.users, args.groups, args.seed)):
+        for record in to_ldif(generate(args.users, args.groups, args.seed, args.cleartext)):
             sys.stdout.write(record)
     else:
-        count = write_ldif(args.output, args.users, args.groups, args.seed)
+        count = write_ldif(args.output, args.users, args.groups, args.seed, args.cleartext)
         print(f"wrote {count} entries to {args.output}", file=sys.stderr)
     return 0
 

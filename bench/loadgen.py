@@ -39,7 +39,7 @@ BASE_DN = "dc=example,dc=com"
 USERS_DN = f"ou=users,{BASE_DN}"
 ROOT_DN = f"cn=admin,{BASE_DN}"
 ROOT_PASSWORD = "admin"
-WORKLOADS = ("bind", "search-eq", "search-base", "search-sub", "modify", "add")
+WORKLOADS = ("bind", "search-eq", "search-base", "search-sub", "modify", "add", "add-password")
 SETUP_TIMEOUT = 30.0
 
 # --- BER encoding ------------------------------------------------------------------------
@@ -183,10 +183,13 @@ class Workload:
             dn = f"uid=user{rng.randint(1, self.users)},{USERS_DN}"
             return modify_replace_op(dn, "description", (f"bench {self.tag} {self._seq}",))
         uid = f"add-{self.tag}-{self._seq}"
-        return add_op(f"uid={uid},{USERS_DN}", (
+        attrs: list[tuple[str, Sequence[str]]] = [
             ("objectClass", ("top", "person", "organizationalPerson", "inetOrgPerson")),
             ("uid", (uid,)), ("cn", ("Added Entry",)), ("sn", ("Entry",)),
-        ))
+        ]
+        if self.name == "add-password":  # in cleartext: the server hashes it as it stores it
+            attrs.append(("userPassword", (f"secret-{uid}",)))
+        return add_op(f"uid={uid},{USERS_DN}", attrs)
 
 
 # --- connections ---------------------------------------------------------------------------

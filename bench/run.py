@@ -3,6 +3,13 @@
 Rules:
 - One data set (``datagen``) is loaded into both servers: slapd offline with ``slapadd``, Oba
   with ``oba import`` when that command exists, else over LDAP as the root DN before measuring.
+- ``--passwords cleartext``: the users' passwords are set in cleartext through each server, as
+  an administrator creates users, so each stores what it hashes by default: both are loaded
+  over LDAP (16 connections, the load timed and its server CPU counted), Oba with its default
+  scheme (``{ARGON2}``, ``security.argon2``), slapd with OpenLDAP's argon2 module at its
+  defaults as ``password-hash`` and ``ppolicy_hash_cleartext`` (bench/slapd.py). With the
+  default ``--passwords ssha`` the ``{SSHA}`` values are loaded as given and Oba runs with
+  ``security.rehashOnBind: false`` (slapd re-makes no hash on bind either).
 - Every workload x concurrency runs against Oba, then slapd, with the same load generator;
   server CPU is utime+stime of the server's process tree from /proc, read just before and
   just after the measured phase (connection set-up is excluded).
@@ -10,7 +17,8 @@ Rules:
   (also on Ctrl-C / SIGTERM). A server that cannot start is a clear error, not a hang.
 
 Usage: ``python bench/run.py [--users 10000] [--clients 1,4,16] [--duration 10]
-[--workloads bind,search-eq,...] [--only oba|slapd] [--oba-url ldap://…] [--json out.json]``
+[--workloads bind,search-eq,...] [--passwords ssha|cleartext] [--only oba|slapd]
+[--oba-url ldap://…] [--json out.json]``
 """
 
 from __future__ import annotations
@@ -100,9 +108,29 @@ def _oba_import_command(config: Path, ldif: Path, data_dir: Path) -> list[str] |
     return cmd
 
 
+def load_over_ldap(name: str, url: str, pid: int | None, users: int, cleartext: bool,
+                   log: Callable[[str], None], loads: dict[str, dict[str, Any]]) -> None:
+    """Add the data set over LDAP as the root DN (16 connections); the time and server CPU
+    it took go to ``loads[name]`` (with cleartext passwords: every add hashes one)."""
+    started = time.monotonic()
+    cpu0 = slapd.tree_cpu_seconds(pid) if pid is not None else math.nan
+    entries = ((e.dn, e.attrs) for e in datagen.generate(users, cleartext=cleartext))
+    try:
+        added = loadgen.load_entries(url, entries)
+    except (loadgen.LoadError, OSError, TimeoutError) as exc:
+        raise BenchError(f"loading {name} over LDAP failed: {exc}") from exc
+    seconds = time.monotonic() - started
+    cpu = (slapd.tree_cpu_seconds(pid) - cpu0) if pid is not None else math.nan
+    loads[name] = {"entries": added, "seconds": seconds, "adds_per_sec": added / seconds,
+                   "cpu_ms_per_add": cpu * 1000 / added if added else math.nan}
+    log(f"{name}: loaded {added} entries over LDAP in {seconds:.1f}s "
+        f"({added / seconds:.0f}/s, {loads[name]['cpu_ms_per_add']:.2f} ms CPU per add)")
+
+
 @contextmanager
 def start_oba(ldif: Path, users: int, port: int, extra_yaml: str,
-              log: Callable[[str], None], workers: int = 0) -> Iterator[Server]:
+              log: Callable[[str], None], workers: int = 0, cleartext: bool = False,
+              loads: dict[str, dict[str, Any]] | None = None) -> Iterator[Server]:
     workdir = Path(tempfile.mkdtemp(prefix="oba-bench-oba-"))
     proc: subprocess.Popen[bytes] | None = None
     try:
@@ -110,7 +138,8 @@ def start_oba(ldif: Path, users: int, port: int, extra_yaml: str,
         config.write_text(oba_config(workdir, port, extra_yaml, workers))
         logfile = workdir / "oba.log"
         imported = False
-        import_cmd = _oba_import_command(config, ldif, workdir / "data")
+        # cleartext passwords are hashed by the server: through LDAP, not the offline import
+        import_cmd = None if cleartext else _oba_import_command(config, ldif, workdir / "data")
         if import_cmd is not None:
             log(f"oba: offline import: {' '.join(import_cmd)}")
             done = subprocess.run(import_cmd, capture_output=True, text=True, timeout=1800,
@@ -120,9 +149,12 @@ def start_oba(ldif: Path, users: int, port: int, extra_yaml: str,
                                  f"{(done.stdout + done.stderr).strip()[-2000:]}")
             imported = True
         cmd = [str(OBA_PYTHON), "-m", "oba", "serve", "--config", str(config)]
+        env = dict(os.environ)
+        if not cleartext:  # {SSHA} yardstick: verify what is stored, as slapd does
+            env["OBA_SECURITY_REHASH_ON_BIND"] = "false"
         with logfile.open("wb") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
-                                    start_new_session=True)
+                                    start_new_session=True, env=env)
         try:
             slapd.wait_for_port("127.0.0.1", port, 60.0, proc)
         except RuntimeError as exc:
@@ -137,15 +169,12 @@ def start_oba(ldif: Path, users: int, port: int, extra_yaml: str,
             time.sleep(0.05)
         url = f"ldap://127.0.0.1:{port}"
         if not imported:
-            log(f"oba: no `oba import`; loading {users} users over LDAP ...")
-            started = time.monotonic()
-            entries = ((e.dn, e.attrs) for e in datagen.generate(users))
+            log(f"oba: loading {users} users over LDAP ...")
             try:
-                added = loadgen.load_entries(url, entries)
-            except (loadgen.LoadError, OSError, TimeoutError) as exc:
-                raise BenchError(f"loading Oba over LDAP failed: {exc}\n"
-                                 f"--- {logfile} ---\n{_log_tail(logfile)}") from exc
-            log(f"oba: loaded {added} entries in {time.monotonic() - started:.1f}s")
+                load_over_ldap("oba", url, proc.pid, users, cleartext, log,
+                               loads if loads is not None else {})
+            except BenchError as exc:
+                raise BenchError(f"{exc}\n--- {logfile} ---\n{_log_tail(logfile)}") from exc
         running = proc
         yield Server("oba", url, proc.pid, lambda: running.poll() is None)
     finally:
@@ -155,8 +184,13 @@ def start_oba(ldif: Path, users: int, port: int, extra_yaml: str,
 
 
 @contextmanager
-def start_slapd(ldif: Path, log: Callable[[str], None]) -> Iterator[Server]:
-    server = slapd.Slapd(str(ldif), datagen.BASE_DN, datagen.ROOT_DN, datagen.ROOT_PASSWORD)
+def start_slapd(ldif: Path, log: Callable[[str], None], users: int = 0, cleartext: bool = False,
+                loads: dict[str, dict[str, Any]] | None = None) -> Iterator[Server]:
+    """slapd loaded offline from ``ldif``; with ``cleartext``, the argon2 module and
+    ``ppolicy_hash_cleartext`` on, ``ldif`` holding the tree's top only and the ``users``
+    loaded over LDAP (slapadd runs no overlay: it would store the cleartext)."""
+    server = slapd.Slapd(str(ldif), datagen.BASE_DN, datagen.ROOT_DN, datagen.ROOT_PASSWORD,
+                         argon2=cleartext)
     try:
         started = time.monotonic()
         try:
@@ -166,6 +200,9 @@ def start_slapd(ldif: Path, log: Callable[[str], None]) -> Iterator[Server]:
         log(f"slapd: loaded and started in {time.monotonic() - started:.1f}s at {server.url}")
         proc = server.proc
         assert proc is not None
+        if cleartext:
+            load_over_ldap("slapd", server.url, server.pid, users, True, log,
+                           loads if loads is not None else {})
         yield Server("slapd", server.url, server.pid, lambda: proc.poll() is None)
     finally:
         server.stop()
@@ -267,6 +304,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-ops", type=int, default=5_000_000)
     p.add_argument("--processes", type=int, default=2, help="load generator processes")
     p.add_argument("--workloads", default=DEFAULT_WORKLOADS)
+    p.add_argument("--passwords", choices=("ssha", "cleartext"), default="ssha",
+                   help="ssha: {SSHA} values loaded as given (default); cleartext: set in "
+                        "cleartext through each server, which hashes them (Oba: its default "
+                        "{ARGON2}; slapd: argon2.so + ppolicy_hash_cleartext)")
     p.add_argument("--only", choices=("oba", "slapd"))
     p.add_argument("--oba-url", help="benchmark an already running, already loaded Oba")
     p.add_argument("--oba-pid", type=int, help="its PID, for CPU figures (with --oba-url)")
@@ -309,6 +350,17 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("" when unknown)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
 def _terminate(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -328,8 +380,13 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="oba-bench-"))
     try:
         ldif = tmp / "data.ldif"
-        count = datagen.write_ldif(str(ldif), args.users)
-        log(f"generated {count} entries ({args.users} users) in {ldif}")
+        cleartext = args.passwords == "cleartext"
+        count = datagen.write_ldif(str(ldif), args.users, cleartext=cleartext)
+        log(f"generated {count} entries ({args.users} users, {args.passwords} passwords) "
+            f"in {ldif}")
+        top = tmp / "top.ldif"  # cleartext: slapadd the tree's top, add the rest over LDAP
+        top.write_text("".join(datagen.to_ldif(datagen.structural_entries())))
+        loads: dict[str, dict[str, Any]] = {}
         with ExitStack() as stack:
             servers: dict[str, Server] = {}
             if want_oba:
@@ -339,9 +396,10 @@ def main(argv: list[str] | None = None) -> int:
                     port = args.oba_port or slapd.free_port()
                     servers["oba"] = stack.enter_context(
                         start_oba(ldif, args.users, port, args.oba_extra_yaml, log,
-                                  args.oba_workers))
+                                  args.oba_workers, cleartext, loads))
             if want_slapd:
-                servers["slapd"] = stack.enter_context(start_slapd(ldif, log))
+                servers["slapd"] = stack.enter_context(
+                    start_slapd(top if cleartext else ldif, log, args.users, cleartext, loads))
             rows = []
             for workload, clients in args.cell_list:
                 results: dict[str, dict[str, Any]] = {"oba": {}, "slapd": {}}
@@ -350,12 +408,18 @@ def main(argv: list[str] | None = None) -> int:
                     results[name] = measure(server, workload, clients, args)
                 rows.append(table_row(workload, clients, results["oba"], results["slapd"]))
         print(render_table(rows))
+        for name, load in loads.items():
+            print(f"load over LDAP, {name}: {load['entries']} entries in {load['seconds']:.1f}s "
+                  f"= {load['adds_per_sec']:.0f} adds/s, {load['cpu_ms_per_add']:.2f} ms CPU "
+                  "per add")
         if args.json:
             report = {
                 "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
-                "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                "machine": {"cpus": os.cpu_count(), "cpu_model": cpu_model(),
+                            "platform": platform.platform(),
                             "python": platform.python_version()},
-                "users": args.users, "duration": args.duration,
+                "users": args.users, "duration": args.duration, "passwords": args.passwords,
+                "loads": _json_safe(loads),
                 "load_processes": args.processes, "rows": _json_safe(rows),
             }
             Path(args.json).write_text(json.dumps(report, indent=2, default=str) + "\n")

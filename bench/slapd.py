@@ -5,6 +5,11 @@ Rules:
   ``ldap://127.0.0.1:<free port>/`` and runs in the foreground (``-d 0``) as our child, so
   its PID is the ``Popen`` PID; ``stop()`` signals that PID only (TERM, then KILL).
 - Data is loaded offline with ``slapadd -q`` before slapd starts.
+- ``argon2=True``: OpenLDAP's argon2 module (``argon2.so``, slappw-argon2(5), at its default
+  parameters: Argon2i, t=3, m=4096 KiB, p=1) as ``password-hash {ARGON2}``, and the ppolicy
+  overlay with ``ppolicy_hash_cleartext``, so that slapd hashes cleartext ``userPassword``
+  values on add and modify as Oba does (slapadd does not run overlays: load such data over
+  LDAP).
 - back_mdb stays durable (no ``dbnosync``); indexes mirror Oba's benchmark configuration, and
   ``index_substr_any_len 3`` lets slapd's substring index serve ``*son*`` as Oba's 3-grams do
   (with the default 4, slapd scans the tree for a 3-character ``any``).
@@ -109,13 +114,18 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
         proc.wait(5.0)
 
 
-def slapd_conf(workdir: Path, suffix: str, root_dn: str, root_pw: str) -> str:
+def slapd_conf(workdir: Path, suffix: str, root_dn: str, root_pw: str,
+               argon2: bool = False) -> str:
     lines = [f"include {SCHEMA_DIR}/{name}.schema" for name in SCHEMAS]
     lines += [
         f"pidfile {workdir}/slapd.pid",
         f"argsfile {workdir}/slapd.args",
         f"modulepath {MODULE_PATH}",
         "moduleload back_mdb",
+    ]
+    if argon2:
+        lines += ["moduleload argon2", "moduleload ppolicy", "password-hash {ARGON2}"]
+    lines += [
         "loglevel 0",
         "sizelimit unlimited",
         "index_substr_any_len 3",
@@ -129,14 +139,18 @@ def slapd_conf(workdir: Path, suffix: str, root_dn: str, root_pw: str) -> str:
         f"directory {workdir}/db",
     ]
     lines += [f"index {attr} {kinds}" for attr, kinds in INDEXES.items()]
+    if argon2:
+        lines += ["overlay ppolicy", "ppolicy_hash_cleartext"]
     return "\n".join(lines) + "\n"
 
 
 class Slapd:
     """A private slapd on 127.0.0.1; use as a context manager or call start()/stop()."""
 
-    def __init__(self, ldif: str, suffix: str, root_dn: str, root_pw: str) -> None:
+    def __init__(self, ldif: str, suffix: str, root_dn: str, root_pw: str,
+                 argon2: bool = False) -> None:
         self.ldif = ldif
+        self.argon2 = argon2
         self.suffix = suffix
         self.root_dn = root_dn
         self.root_pw = root_pw
@@ -157,7 +171,8 @@ class Slapd:
     def start(self, timeout: float = 30.0) -> None:
         conf = self.workdir / "slapd.conf"
         (self.workdir / "db").mkdir()
-        conf.write_text(slapd_conf(self.workdir, self.suffix, self.root_dn, self.root_pw))
+        conf.write_text(slapd_conf(self.workdir, self.suffix, self.root_dn, self.root_pw,
+                                   self.argon2))
         load = subprocess.run([SLAPADD, "-q", "-f", str(conf), "-l", self.ldif],
                               capture_output=True, text=True, timeout=600, check=False)
         if load.returncode != 0:

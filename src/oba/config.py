@@ -39,6 +39,7 @@ from pydantic import (
     PlainSerializer,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from pydantic.fields import FieldInfo
@@ -404,6 +405,39 @@ class RateLimitConfig(_Section):
     )
 
 
+class Argon2Config(_Section):
+    """Cost of new {ARGON2} hashes (Argon2id): what every bind of such a user costs."""
+
+    iterations: int = Field(
+        default=3, ge=1, le=100,
+        description="Passes over the memory (Argon2 t); the CPU per hash grows linearly "
+        "with it. The default (t=3, m=4096 KiB, p=1) is OpenLDAP's argon2 module's, about "
+        "6 ms of CPU per bind (docs/security.md: measured costs, how to tune). Hashes made "
+        "with other parameters still verify, and are re-made with these on the next "
+        "successful bind (security.rehashOnBind).",
+    )
+    memoryKiB: int = Field(
+        default=4096, ge=8, le=4 * 1024 * 1024,
+        description="Memory per hash in KiB (Argon2 m, at least 8 per lane); the cost grows "
+        "linearly with it, and every hash running at once holds this much.",
+    )
+    parallelism: int = Field(
+        default=1, ge=1, le=64,
+        description="Lanes per hash (Argon2 p), computed by as many threads at once with the "
+        "memory split among them: a hash takes less time, not less CPU (and concurrent binds "
+        "already use every core).",
+    )
+
+    @field_validator("parallelism")
+    @classmethod
+    def _enough_memory(cls, value: int, info: ValidationInfo) -> int:
+        memory = info.data.get("memoryKiB")
+        if isinstance(memory, int) and memory < 8 * value:
+            raise ValueError(f"{value} lanes need memoryKiB of at least 8 x {value} = "
+                             f"{8 * value} (it is {memory})")
+        return value
+
+
 class SecurityConfig(_Section):
     """Password storage and authentication rules."""
 
@@ -411,6 +445,29 @@ class SecurityConfig(_Section):
         default="{ARGON2}",
         description="Scheme used to hash passwords written in cleartext (Add, Modify, "
         "Password Modify); values already in {SCHEME} form are stored as given.",
+    )
+    argon2: Argon2Config = Field(
+        default_factory=Argon2Config, description="Argon2 cost parameters."
+    )
+    rehashOnBind: bool = Field(
+        default=True,
+        description="On a successful simple bind, store the password again with passwordHash "
+        "(and security.argon2) when the stored value was made with a weaker scheme ({SSHA}, "
+        "cleartext...) or other Argon2 parameters; never to a weaker scheme. A server "
+        "bookkeeping write: no password change (pwdChangedTime, history, tokens untouched), "
+        "one audit record.",
+    )
+    hashThreads: int = Field(
+        default=0, ge=0, le=256,
+        description="Password hashes and verifications run at once per listener process "
+        "(binds, and cleartext passwords written by Add, Modify, Password Modify). 0: the "
+        "CPU cores divided among the listener processes (server.workers), at least 1.",
+    )
+    hashQueue: int = Field(
+        default=128, ge=0, le=100000,
+        description="Password checks that may wait for a hashing thread per listener process; "
+        "beyond it (or after 5 s of waiting) a bind gets busy (51; REST 503) at once instead "
+        "of piling up.",
     )
     requireTLS: bool = Field(
         default=False,
@@ -476,6 +533,19 @@ class RestConfig(_Section):
     trustedProxies: list[str] = Field(
         default_factory=list,
         description="Peers (IPs or CIDRs) whose X-Forwarded-For is believed for rate limits.",
+    )
+    clusterStatusAuth: bool = Field(
+        default=False,
+        description=(
+            "Ask for credentials (a token or Basic) on GET /api/v1/cluster/status and "
+            "/api/v1/cluster/leader. Off: they answer anyone, as the cluster guide's "
+            "`curl http://localhost:8080/api/v1/cluster/status` expects; they show node ids, "
+            "Raft states, terms, log indexes and Raft addresses (HOST:PORT of every member), "
+            "no secret and no directory data. Turn it on when the Raft addresses should stay "
+            "private. /api/v1/cluster/health and /ready (HAProxy's checks) stay public either "
+            "way; the web admin always sends its token. Hot-reloadable (PATCH "
+            "/api/v1/config/rest)."
+        ),
     )
     maxBodySize: Size = Field(
         default=8 * 1024 * 1024,
@@ -729,6 +799,7 @@ def _is_scalar(leaf: _Leaf) -> bool:
 
 
 def _upper_snake(key: str) -> str:
+    key = re.sub(r"([KMG])iB$", r"\1ib", key)  # memoryKiB -> MEMORY_KIB, not MEMORY_KI_B
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", key).upper()
 
 

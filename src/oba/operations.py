@@ -16,13 +16,13 @@ import contextvars
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from oba import ids, reqctx
-from oba.config import RateLimitConfig
-from oba.directory import lockout
+from oba.config import Config, RateLimitConfig
+from oba.directory import hashpool, lockout
 from oba.directory import password as passwords
 from oba.directory import policy as pwpolicy
 from oba.directory.access import PROTECTED_ATTRS
@@ -35,15 +35,22 @@ from oba.directory.commands import (
     ModifyDNCommand,
     bind_failure,
     bind_success,
+    password_rehash,
 )
 from oba.directory.entry import Entry
-from oba.directory.evaluate import compare as compare_values
-from oba.directory.evaluate import compile_filter, filter_reads
+from oba.directory.evaluate import (
+    compare_among,
+    compare_types,
+    compile_filter,
+    filter_reads,
+    values_of,
+)
 from oba.directory.search import SearchContext, search
 from oba.protocol.dn import DNError, parse_dn
 from oba.protocol.messages import Filter, Scope
 from oba.protocol.resultcodes import ResultCode
 from oba.schema import InvalidValue, UndefinedAttribute
+from oba.schema.options import OptionError
 from oba.server import rootdse
 from oba.server.node import SUBSCHEMA_NDN, Node
 from oba.storage.lmdbstore import parent_ndn
@@ -57,6 +64,7 @@ NDN_CACHE_SIZE = 16384  # memoised normalised DNs (``Operations.normalize_dn``)
 VIEW_CACHE_SIZE = 32768  # memoised filtered views (``Operations.visible``), cleared when
 # full; as large as the storage entry cache (8192 re-filtered most entries of 10,000 users)
 log = logging.getLogger("oba.operations")
+T = TypeVar("T")
 
 
 class OpError(Exception):
@@ -113,50 +121,86 @@ def bound_epoch(ndn: str) -> tuple[int, int] | None:
     return (last[1], last[2]) if last is not None and last[0] == ndn else None
 
 
-_DUMMIES: dict[str, concurrent.futures.Future[bytes]] = {}
+def note_authenticated(ndn: str, entry_id: int, epoch: int) -> None:
+    """Record that this context authenticated as ``ndn`` under (entry id, credential epoch)
+    without a bind (a REST token checked against the store), for ``Operations.account_stamp``."""
+    _BOUND.set((ndn, entry_id, epoch))
+
+
+_DUMMIES: dict[tuple[str, passwords.Argon2Params], concurrent.futures.Future[bytes]] = {}
 _DUMMIES_LOCK = threading.Lock()
 
 
-def dummy_hash(scheme: str) -> concurrent.futures.Future[bytes]:
-    """``passwords.dummy_hash(scheme)``, made once per process and scheme in a thread of its
-    own (started by the first ``Operations``, so it is ready before the first bind needs it)."""
+def dummy_hash(scheme: str, argon2_params: passwords.Argon2Params = passwords.DEFAULT_ARGON2
+               ) -> concurrent.futures.Future[bytes]:
+    """``passwords.dummy_hash(scheme, argon2_params)``, made once per process, scheme and
+    parameters in a thread of its own (started by the first ``Operations``, so it is ready
+    before the first bind needs it)."""
+    key = (scheme, argon2_params)
     with _DUMMIES_LOCK:
-        fut = _DUMMIES.get(scheme)
+        fut = _DUMMIES.get(key)
         if fut is None:
-            fut = _DUMMIES[scheme] = concurrent.futures.Future()
-            threading.Thread(target=_make_dummy, args=(scheme, fut), name="oba-dummy-hash",
-                             daemon=True).start()
+            fut = _DUMMIES[key] = concurrent.futures.Future()
+            threading.Thread(target=_make_dummy, args=(scheme, argon2_params, fut),
+                             name="oba-dummy-hash", daemon=True).start()
     return fut
 
 
-def _make_dummy(scheme: str, fut: concurrent.futures.Future[bytes]) -> None:
+def _make_dummy(scheme: str, argon2_params: passwords.Argon2Params,
+                fut: concurrent.futures.Future[bytes]) -> None:
     try:
-        fut.set_result(passwords.dummy_hash(scheme))
+        fut.set_result(passwords.dummy_hash(scheme, argon2_params))
     except Exception:  # a scheme the config should not have let in: still no oracle
         log.exception("cannot hash with %s: binds to unknown accounts verify {SSHA}", scheme)
         fut.set_result(passwords.dummy_hash("SSHA"))
 
 
+def argon2_params(config: Config) -> passwords.Argon2Params:
+    """``security.argon2`` as the password module takes it."""
+    a = config.security.argon2
+    return passwords.Argon2Params(a.iterations, a.memoryKiB, a.parallelism)
+
+
+def hash_pool(config: Config) -> hashpool.HashPool:
+    """This process's bounded hashing pool, sized by ``security.hashThreads`` (0: the cores
+    divided among the ``server.workers`` listener processes) and ``security.hashQueue``."""
+    security = config.security
+    threads = security.hashThreads or hashpool.auto_threads(int(config.server.workers))
+    return hashpool.shared(threads, security.hashQueue)
+
+
 @dataclass
 class BindGate:
     """One per node (shared by its LDAP and REST front ends): failed binds whose password was
-    verified wrong but whose failure is not applied yet, per normalised DN. They count
-    towards ``maxAttempts`` like applied ones, so a burst of concurrent binds gets no more
-    guesses verified than the account has left (per listener process and node: each keeps
-    its own; the count itself is atomic in the write path)."""
+    verified wrong but whose failure is not applied yet, per normalised DN, by the time each
+    failure is recorded under (its ``pwdFailureTime`` stamp once applied). They count towards
+    ``maxAttempts`` like applied ones, so a burst of concurrent binds gets no more guesses
+    verified than the account has left (per listener process and node: each keeps its own;
+    the count itself is atomic in the write path)."""
 
-    pending: dict[str, int] = field(default_factory=dict)
+    pending: dict[str, list[float]] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    # normalised DNs whose stored password is being re-made (``Operations._rehash``)
+    rehashing: set[str] = field(default_factory=set)
 
-    def enter(self, ndn: str) -> None:
-        self.pending[ndn] = self.pending.get(ndn, 0) + 1
+    def enter(self, ndn: str, now: float) -> None:
+        self.pending.setdefault(ndn, []).append(now)
 
-    def leave(self, ndn: str) -> None:
-        n = self.pending.get(ndn, 0) - 1
-        if n > 0:
-            self.pending[ndn] = n
-        else:
-            self.pending.pop(ndn, None)
+    def unapplied(self, ndn: str, attrs: Mapping[str, Sequence[bytes]]) -> int:
+        """The pending failures of ``ndn`` that ``attrs`` (the entry as read) does not show
+        yet: one applied between that read and its ``leave`` is not counted twice."""
+        nows = self.pending.get(ndn)
+        if not nows:
+            return 0
+        recorded = set(attrs.get(lockout.FAILURES, ()))
+        return sum(1 for now in nows
+                   if lockout.failure_stamp(now) not in recorded)
+    def leave(self, ndn: str, now: float) -> None:
+        nows = self.pending.get(ndn)
+        if nows is not None:
+            nows.remove(now)
+            if not nows:
+                del self.pending[ndn]
 
 
 def generalized_time(now: float | None = None) -> str:
@@ -175,7 +219,9 @@ class Operations:
         # normalised bind DN -> its (immutable) Identity, shared by the binds of that DN
         self._identities: dict[str, Identity] = {}
         self._gate: BindGate = vars(node).setdefault("_oba_bind_gate", BindGate())
-        dummy_hash(self.password_scheme)  # start making it now, off the event loop
+        self._hashes = hash_pool(node.config)
+        # start making it now, off the event loop
+        dummy_hash(self.password_scheme, self.argon2_params)
 
     # ------------------------------------------------------------------ helpers
 
@@ -219,13 +265,65 @@ class Operations:
                 raise OpError(ResultCode.NO_SUCH_OBJECT, "", self.matched_dn_for(who, txn, dn))
         return seen
 
-    def matched_dn_for(self, who: Identity, txn: Any, dn: str) -> str:
-        """``matched_dn`` unless that ancestor is hidden from ``who`` (then none is given)."""
-        matched = self.matched_dn(txn, dn)
-        if not matched or self.node.access.builtin or self.node.access.is_root(who.ndn):
-            return matched
-        entry = txn.get_by_ndn(self.schema.normalize_dn(matched))
-        return matched if entry is not None and self.readable(who, entry) is not None else ""
+    def matched_dn_for(self, who: Identity, txn: Any, dn: str, itself: bool = False) -> str:
+        """slapd's matchedDN as ``who`` may learn it: the nearest ancestor of ``dn`` (``dn``
+        itself too when ``itself``) that exists and that ``who`` may read, whether or not
+        hidden or missing entries lie between (OpenLDAP's ``disclose``). So an entry below
+        one ``who`` may not read and an entry below one that does not exist get the same
+        answer: a hidden entry is never named, nor told apart from a missing one."""
+        access = self.node.access
+        if not itself and (access.builtin or access.is_root(who.ndn)):
+            return self.matched_dn(txn, dn)  # every entry is readable
+        everything = access.builtin or access.is_root(who.ndn)
+        try:
+            parsed = parse_dn(dn)
+        except DNError:
+            return ""
+        for i in range(0 if itself else 1, len(parsed)):
+            try:
+                anc_ndn = self.schema.normalize_dn(parsed[i:])
+            except (DNError, UndefinedAttribute, InvalidValue):
+                continue
+            entry = txn.get_by_ndn(anc_ndn)
+            if entry is not None and (everything
+                                      or access.decide(who.ndn, anc_ndn, "read").allowed):
+                return str(entry.dn)
+        return ""
+
+    def no_such_object(self, who: Identity, dn: str) -> OpError:
+        """noSuchObject (32) for ``dn`` with the matchedDN ``who`` may learn."""
+        with self.node.store.read() as txn:
+            return OpError(ResultCode.NO_SUCH_OBJECT, "", self.matched_dn_for(who, txn, dn))
+
+    # ------------------------------------------------------------------ sessions
+
+    def account_stamp(self, who: Identity) -> tuple[int, int] | None:
+        """(entry id, credential epoch) ``who`` authenticated under: from the bind (or token
+        check) made in this context, else as stored now. None for anonymous and the root DN
+        (no entry). Give it to ``account_valid`` later to know whether a long-lived session
+        (an event stream, a persistent search) still stands for the same account."""
+        if who.anonymous or self.node.access.is_root(who.ndn):
+            return None
+        stamp = bound_epoch(who.ndn)
+        if stamp is not None:
+            return stamp
+        with self.node.store.read() as txn:
+            entry = txn.get_by_ndn(who.ndn)
+            return (0, -1) if entry is None else (entry.id, auth_epoch(txn, entry.id))
+
+    def account_valid(self, who: Identity, stamp: tuple[int, int] | None) -> bool:
+        """Is the account of ``stamp`` (``account_stamp``) still the one ``who`` names, not
+        disabled, and its credential epoch unmoved (no password change, lock or disable
+        since)? Always true for anonymous and the root DN."""
+        if stamp is None:
+            return True
+        with self.node.store.read() as txn:
+            entry = txn.get_by_ndn(who.ndn)
+            if entry is None or entry.id != stamp[0]:
+                return False
+            if any(v.upper() in _TRUE for v in entry.attrs.get("obaDisabled", ())):
+                return False
+            return auth_epoch(txn, entry.id) == stamp[1]
 
     def _entry_ndn(self, entry: Entry) -> str:
         try:
@@ -311,7 +409,10 @@ class Operations:
         """Simple bind; returns the new identity or raises OpError: 49 on bad credentials
         (``BindRefused``: the same answer in about the same time for an unknown DN, a wrong
         password, a locked or disabled account; each verifies a password off the event loop,
-        the ones without a password to check against ``dummy_hash``)."""
+        the ones without a password to check against ``dummy_hash``), busy (51) when too
+        many password checks wait already (``security.hashQueue``). A stored password made
+        with a weaker scheme or other Argon2 parameters than the configured ones is re-made
+        after the bind (``security.rehashOnBind``, ``_rehash``)."""
         if not dn:
             if password:
                 raise OpError(ResultCode.UNWILLING_TO_PERFORM,
@@ -339,17 +440,25 @@ class Operations:
         assert entry is not None  # (``_refusal`` says why otherwise)
         attrs = entry.attrs
         gate = self._gate if rate.enabled else None
-        pending = 0 if gate is None else gate.pending.get(ndn, 0)
+        pending = 0 if gate is None else gate.unapplied(ndn, attrs)
         if pending and (lockout.counted_failures(attrs, lockout.window(rate), now) + pending
                         >= rate.maxAttempts):
             # as many failures as the account has left are being recorded already
             await self._verify_dummy(password)
             raise BindRefused("too many concurrent attempts")
-        if not await self._verify_any(password, attrs[PASSWORD_ATTR]):
+        stored = attrs[PASSWORD_ATTR]
+        scheme, params = self.password_scheme, self.argon2_params
+        # a wrong password against a value cheaper than the configured hash ({SSHA}, older
+        # parameters) also costs a dummy verification: as long as an unknown DN's answer
+        legacy = any(passwords.needs_rehash(v, scheme, params) for v in stored)
+        matched = await self._verify_match(password, stored,
+                                           await self._dummy() if legacy else None)
+        if matched is None:
             if gate is not None:
-                gate.enter(ndn)  # until the failure is applied: see ``_count_failure``
+                failed = time.time()
+                gate.enter(ndn, failed)  # until the failure is applied: ``_count_failure``
                 task = asyncio.get_running_loop().create_task(
-                    self._count_failure(entry.dn, ndn, rate))
+                    self._count_failure(entry.dn, ndn, rate, failed))
                 gate.tasks.add(task)
                 task.add_done_callback(gate.tasks.discard)
             raise BindRefused("wrong credentials")
@@ -368,6 +477,8 @@ class Operations:
             if result.code != ResultCode.SUCCESS:
                 log.warning("clearing the failed binds of %s failed: %s %s", entry.dn,
                             result.code, result.message)
+        if legacy and security.rehashOnBind and passwords.needs_rehash(matched, scheme, params):
+            self._start_rehash(entry.dn, ndn, matched, password)
         _BOUND.set((ndn, entry.id, epoch))
         who = self._identities.get(ndn)
         if who is None or who.dn != entry.dn:
@@ -391,11 +502,13 @@ class Operations:
             return "account locked"
         return None
 
-    async def _count_failure(self, dn: str, ndn: str, rate: RateLimitConfig) -> None:
-        """Apply one failed bind (its answer has gone already: recording it adds nothing to
-        the time a wrong password takes); ``ndn`` stays pending in the gate until then."""
+    async def _count_failure(self, dn: str, ndn: str, rate: RateLimitConfig,
+                             now: float) -> None:
+        """Apply one failed bind made at ``now`` (its answer has gone already: recording it
+        adds nothing to the time a wrong password takes); it stays pending in the gate until
+        then."""
         try:
-            cmd = bind_failure(dn, time.time(), rate.maxAttempts, lockout.window(rate),
+            cmd = bind_failure(dn, now, rate.maxAttempts, lockout.window(rate),
                                ids.command_id(), SYSTEM_ACTOR, generalized_time())
             result = await self.node.replicator.submit(cmd)
             if result.code != ResultCode.SUCCESS:
@@ -407,7 +520,48 @@ class Operations:
         except Exception:
             log.exception("recording a failed bind on %s failed", dn)
         finally:
-            self._gate.leave(ndn)
+            self._gate.leave(ndn, now)
+
+    def _start_rehash(self, dn: str, ndn: str, old: bytes, password: bytes) -> None:
+        """Re-make ``old`` (the stored value ``password`` just matched) in a task: the bind
+        is answered meanwhile. One at a time per entry and process."""
+        gate = self._gate
+        if ndn in gate.rehashing:
+            return
+        gate.rehashing.add(ndn)
+        task = asyncio.get_running_loop().create_task(self._rehash(dn, ndn, old, password))
+        gate.tasks.add(task)
+        task.add_done_callback(gate.tasks.discard)
+
+    async def _rehash(self, dn: str, ndn: str, old: bytes, password: bytes) -> None:
+        """Hash ``password`` with the configured scheme and parameters (in the bounded pool:
+        when it is full the next bind tries again) and replace ``old`` with it through the
+        write path (``password.rehash``: compare-and-set, not a password change, so tokens,
+        ``pwdChangedTime`` and ``pwdHistory`` stay); one audit record when it is done."""
+        scheme, params = self.password_scheme, self.argon2_params
+        try:
+            new = await self._hashing(
+                lambda: passwords.hash_password(password, scheme, argon2_params=params),
+                passwords.costly_scheme(scheme))
+            cmd = password_rehash(dn, old, new, ids.command_id(), SYSTEM_ACTOR,
+                                  generalized_time())
+            result = await self.node.replicator.submit(cmd)
+            if result.code == ResultCode.SUCCESS:
+                self.node.audit.record(
+                    "info", f"rehash {dn}: success", "system", "", "", dn=dn,
+                    operation="rehash", resultCode=0, previous=passwords.describe(old),
+                    stored=passwords.describe(new))
+            elif result.code == ResultCode.NO_SUCH_ATTRIBUTE:
+                log.debug("rehash of %s skipped: the password changed meanwhile", dn)
+            else:
+                log.warning("re-hashing the password of %s failed: %s %s", dn, result.code,
+                            result.message)
+        except OpError:  # busy
+            log.debug("rehash of %s skipped: hashing pool busy (the next bind retries)", dn)
+        except Exception:
+            log.exception("re-hashing the password of %s failed", dn)
+        finally:
+            self._gate.rehashing.discard(ndn)
 
     async def system_modify(self, dn: str, changes: lockout.Changes) -> bool:
         """A bookkeeping write of the server itself (lockout, password history) through the
@@ -452,10 +606,17 @@ class Operations:
     # ------------------------------------------------------------------ reads
 
     def compare(self, who: Identity, dn: str, attr: str, value: bytes) -> bool:
+        """Compare ``value`` with the values of ``attr``, its subtypes and its descriptions with
+        more tags (``name`` reads ``cn``; ``cn`` reads ``cn;lang-en``), as slapd; a subtype the
+        caller may not compare is left out."""
         ndn = self.normalize_dn(dn)
-        canon = self.schema.canonical(attr.split(";", 1)[0])
-        if canon is None:
+        try:
+            found = compare_types(self.schema, attr)
+        except OptionError as exc:
+            raise OpError(ResultCode.UNDEFINED_ATTRIBUTE_TYPE, str(exc)) from None
+        if found is None:
             raise OpError(ResultCode.UNDEFINED_ATTRIBUTE_TYPE, f"{attr}: attribute type undefined")
+        canon, types, tags = found
         access = self.node.access
         with self.node.store.read() as txn:
             entry = txn.get_by_ndn(ndn)
@@ -465,16 +626,16 @@ class Operations:
             raise OpError(ResultCode.INSUFFICIENT_ACCESS_RIGHTS)
         if self.schema.equality(canon) is None:
             raise OpError(ResultCode.INAPPROPRIATE_MATCHING)
-        if not entry.attrs.get(canon):
+        types = tuple(t for t in types
+                      if t == canon or access.decide(who.ndn, ndn, "compare", t).allowed)
+        if not values_of(entry, types, tags):
             raise OpError(ResultCode.NO_SUCH_ATTRIBUTE)
         try:
-            res = compare_values(entry, canon, value, self.schema)
+            res = compare_among(entry, canon, types, tags, value, self.schema)
         except InvalidValue:
             res = None
         if res is None:
-            if entry.attrs.get(canon):
-                raise OpError(ResultCode.INVALID_ATTRIBUTE_SYNTAX)
-            raise OpError(ResultCode.NO_SUCH_ATTRIBUTE)
+            raise OpError(ResultCode.INVALID_ATTRIBUTE_SYNTAX)
         return res
 
     def search(
@@ -619,7 +780,7 @@ class Operations:
         if ok:
             return
         if right != "add" and not self._may_see(who, ndn):
-            raise OpError(ResultCode.NO_SUCH_OBJECT)
+            raise self.no_such_object(who, ndn)
         what = {"add": "no add access", "delete": "no delete access"}.get(right,
                                                                         "no write access")
         denied = access.denied(who.ndn, what)
@@ -651,10 +812,17 @@ class Operations:
         return result
 
     async def submit_as(self, who: Identity, cmd: Command) -> ApplyResult:
-        """Submit a write made on behalf of ``who`` and put it in the audit trail."""
+        """Submit a write made on behalf of ``who`` and put it in the audit trail. A
+        noSuchObject's matchedDN (the write path names the nearest existing ancestor) is
+        narrowed to the nearest one ``who`` may read (``matched_dn_for``)."""
         try:
             result = await self.submit(cmd)
         except OpError as err:
+            access = self.node.access
+            if (err.code == ResultCode.NO_SUCH_OBJECT and err.matched_dn
+                    and not access.builtin and not access.is_root(who.ndn)):
+                with self.node.store.read() as txn:
+                    err.matched_dn = self.matched_dn_for(who, txn, err.matched_dn, itself=True)
             self._audit_write(who, cmd, int(err.code), err.message)
             raise
         self._audit_write(who, cmd, 0, "")
@@ -763,6 +931,22 @@ class Operations:
     def password_scheme(self) -> str:
         return str(self.node.config.security.passwordHash)
 
+    @property
+    def argon2_params(self) -> passwords.Argon2Params:
+        return argon2_params(self.node.config)
+
+    async def _hashing(self, job: Callable[[], T], costly: bool = True) -> T:
+        """``job()`` (hashing or verifying passwords) in the bounded pool; busy (51) when too
+        many wait already or it waited too long. A job that is not ``costly`` (digests and
+        cleartext only: microseconds) runs at once instead, sparing it two thread hops; as
+        the dummy hash of a digest scheme does, so refusals still take the same time."""
+        if not costly:
+            return job()
+        try:
+            return await self._hashes.run(job)
+        except hashpool.HashBusy as exc:
+            raise OpError(ResultCode.BUSY, f"server busy: {exc}, try again") from None
+
     async def check_new_passwords(self, who: Identity, values: Iterable[bytes],
                                   entry: Entry | None) -> None:
         """Apply ``security.passwordPolicy`` to new cleartext values (constraintViolation,
@@ -803,33 +987,66 @@ class Operations:
         await self.system_modify(dn, tuple(changes))
 
     async def hash_passwords(self, values: Iterable[bytes]) -> tuple[bytes, ...]:
-        """Cleartext values hashed with ``security.passwordHash``; ``{SCHEME}`` values as given.
+        """Cleartext values hashed with ``security.passwordHash`` and ``security.argon2``;
+        ``{SCHEME}`` values as given.
 
-        Hashing (Argon2 above all) is slow, so it runs in the default thread executor."""
+        Hashing (Argon2 above all) is slow, so it runs in the bounded hashing pool (busy, 51,
+        when it is full)."""
         values = tuple(values)
         if all(passwords.is_hashed(v) for v in values):
             return values
-        scheme = self.password_scheme
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            None,
-            lambda: tuple(v if passwords.is_hashed(v) else passwords.hash_password(v, scheme)
-                          for v in values),
-        )
+        scheme, params = self.password_scheme, self.argon2_params
+        return await self._hashing(
+            lambda: tuple(v if passwords.is_hashed(v)
+                          else passwords.hash_password(v, scheme, argon2_params=params)
+                          for v in values), passwords.costly_scheme(scheme))
 
     async def _verify_any(self, password: bytes, stored: Sequence[bytes]) -> bool:
-        """Does ``password`` match one of the ``stored`` values? Verified in the default
-        thread executor, never on the event loop (whatever the scheme)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            None, lambda: any(passwords.verify(password, s) for s in stored))
+        """Does ``password`` match one of the ``stored`` values? Verified in the bounded
+        hashing pool, never on the event loop (whatever the scheme)."""
+        return await self._verify_match(password, stored) is not None
+
+    async def _verify_match(self, password: bytes, stored: Sequence[bytes],
+                            pad: bytes | None = None) -> bytes | None:
+        """The ``stored`` value ``password`` matches, or None (then also verified against
+        ``pad`` when given, for the time it takes), in the bounded hashing pool."""
+        values = tuple(stored)
+        if not any(passwords.costly(v) for v in values):
+            # digests and cleartext: checked at once; only a miss pays the padding
+            for value in values:
+                if passwords.verify(password, value):
+                    return value
+            if pad is not None:
+                dummy = pad
+                await self._hashing(lambda: passwords.verify(password, dummy),
+                                    passwords.costly(dummy))
+            return None
+
+        def check() -> bytes | None:
+            for value in values:
+                if passwords.verify(password, value):
+                    return value
+            if pad is not None:
+                passwords.verify(password, pad)
+            return None
+
+        return await self._hashing(check)
+
+    async def _dummy(self) -> bytes:
+        """The dummy hash of the configured scheme and parameters (``dummy_hash``)."""
+        fut = dummy_hash(self.password_scheme, self.argon2_params)
+        if fut.done():
+            return fut.result()
+        try:  # made at start-up: only the first binds may wait for it
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)),
+                                          hashpool.WAIT_TIMEOUT)
+        except TimeoutError:
+            raise OpError(ResultCode.BUSY, "server busy: still starting, try again") from None
 
     async def _verify_dummy(self, password: bytes) -> None:
-        """Verify ``password`` as for an account with the configured scheme, for the time
-        it takes (the answer is always no)."""
-        fut = dummy_hash(self.password_scheme)
-        stored = fut.result() if fut.done() else await asyncio.wrap_future(fut)
-        await self._verify_any(password, (stored,))
+        """Verify ``password`` as for an account with the configured scheme and parameters,
+        for the time it takes (the answer is always no)."""
+        await self._verify_match(password, (), await self._dummy())
 
     async def password_modify(
         self, who: Identity, user: str | None, old: bytes | None, new: bytes | None
@@ -852,7 +1069,12 @@ class Operations:
             entry = txn.get_by_ndn(ndn)
             if entry is None:  # slapd reports no matchedDN here
                 raise OpError(ResultCode.NO_SUCH_OBJECT)
-        self._authorize_write(who, ndn, frozenset({PASSWORD_ATTR}))
+        try:
+            self._authorize_write(who, ndn, frozenset({PASSWORD_ATTR}))
+        except OpError as err:  # a hidden entry: the same answer as a missing one
+            if err.code == ResultCode.NO_SUCH_OBJECT:
+                raise OpError(ResultCode.NO_SUCH_OBJECT) from None
+            raise
         if old is not None:
             stored = list(entry.attrs.get(PASSWORD_ATTR, ()))
             if not stored or not await self._verify_any(old, stored):

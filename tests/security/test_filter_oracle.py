@@ -3,7 +3,8 @@
 Rules: real Oba processes (``server.workers: 2``, so LDAP connections are served by the writer
 and by a listener worker process) with an equality and presence index on ``userPassword``, one
 under the built-in policy and one under an ACL file; python-ldap and httpx clients. frank's
-password is stored as ``{CLEARTEXT}Summer2024`` (set by the root DN), henry has none. A filter
+password is stored as ``{CLEARTEXT}Summer2024`` (set by the root DN; ``security.rehashOnBind``
+off, so his binds leave it so), henry has none. A filter
 item on an attribute the caller may not search is Undefined (RFC 4511 4.5.1.7) and Undefined
 propagates (NOT Undefined = Undefined): the answer never depends on the hidden values, so a
 right and a wrong guess, or an entry with and without a password, look the same.
@@ -55,6 +56,8 @@ class OracleServer(RestServer):
         text = self.config_path.read_text(encoding="utf-8")
         text = text.replace("server:\n", "server:\n  workers: 2\n", 1)
         text = text.replace("storage:\n", "storage:\n" + INDEXES, 1)
+        # the stored {CLEARTEXT} values are what the filters probe: not re-made on bind
+        text += "security:\n  rehashOnBind: false\n"
         self.config_path.write_text(text, encoding="utf-8")
         return cmd
 

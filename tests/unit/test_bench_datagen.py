@@ -74,3 +74,14 @@ def test_deterministic_ldif(tmp_path: Path) -> None:
     assert text == second.read_text()
     assert text.count("\ndn: ") + text.startswith("dn: ") == 206
     assert "dn: uid=user200,ou=users,dc=example,dc=com\n" in text
+
+
+def test_cleartext_passwords_change_nothing_else() -> None:
+    hashed = list(dg.generate(users=30, groups=2, seed=5))
+    clear = list(dg.generate(users=30, groups=2, seed=5, cleartext=True))
+    assert [e.dn for e in hashed] == [e.dn for e in clear]
+    for h, c in zip(hashed, clear, strict=True):
+        assert [a for a in h.attrs if a[0] != "userPassword"] == \
+            [a for a in c.attrs if a[0] != "userPassword"]
+    user7 = next(e for e in clear if e.dn == dg.user_dn(7))
+    assert user7.get("userPassword") == ("password7",)

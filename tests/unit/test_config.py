@@ -557,3 +557,56 @@ def test_an_encrypted_server_key_is_reported_without_a_prompt(tmp_path: Path) ->
                            f"  tlsCert: {cert}\n  tlsKey: {key}\n")
     assert semantic_errors(path) == [
         f"{path}:5: server.tlsKey: the private key is encrypted; give an unencrypted key file"]
+
+
+# --------------------------------------------------------------------------- password hashing
+
+
+def test_password_hashing_defaults_are_openldaps_argon2_defaults() -> None:
+    security = default_config().security
+    assert (security.argon2.iterations, security.argon2.memoryKiB,
+            security.argon2.parallelism) == (3, 4096, 1)
+    assert security.rehashOnBind is True
+    assert (security.hashThreads, security.hashQueue) == (0, 128)
+
+
+def test_password_hashing_keys_from_file_and_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, "security:\n  argon2:\n    iterations: 2\n    memoryKiB: 19456\n"
+                           "  hashQueue: 16\n")
+    env = {"OBA_SECURITY_ARGON2_PARALLELISM": "2", "OBA_SECURITY_ARGON2_ITERATIONS": "4",
+           "OBA_SECURITY_HASH_THREADS": "3", "OBA_SECURITY_REHASH_ON_BIND": "false"}
+    security = load_config(path, env=env).security
+    assert (security.argon2.iterations, security.argon2.memoryKiB,
+            security.argon2.parallelism) == (4, 19456, 2)  # the environment wins
+    assert (security.hashThreads, security.hashQueue, security.rehashOnBind) == (3, 16, False)
+    names = env_variables()
+    for key in ("security.argon2.iterations", "security.argon2.memoryKiB",
+                "security.argon2.parallelism", "security.rehashOnBind", "security.hashThreads",
+                "security.hashQueue"):
+        assert key in names.values()
+    assert names["OBA_SECURITY_ARGON2_MEMORY_KIB"] == "security.argon2.memoryKiB"
+
+
+@pytest.mark.parametrize(("yaml_text", "message"), [
+    ("security:\n  argon2:\n    iterations: 0\n", "security.argon2.iterations: Input should "
+     "be greater than or equal to 1"),
+    ("security:\n  argon2:\n    memoryKiB: 4\n", "security.argon2.memoryKiB: Input should be "
+     "greater than or equal to 8"),
+    ("security:\n  argon2:\n    memoryKiB: 99999999\n", "security.argon2.memoryKiB: Input "
+     "should be less than or equal to 4194304"),
+    ("security:\n  argon2:\n    parallelism: 65\n", "security.argon2.parallelism: Input "
+     "should be less than or equal to 64"),
+    ("security:\n  argon2:\n    memoryKiB: 16\n    parallelism: 4\n",
+     "security.argon2.parallelism: 4 lanes need memoryKiB of at least 8 x 4 = 32 (it is 16)"),
+    ("security:\n  hashQueue: -1\n", "security.hashQueue: Input should be greater than or "
+     "equal to 0"),
+    ("security:\n  hashThreads: many\n", "security.hashThreads: Input should be a valid "
+     "integer"),
+    ("security:\n  argon2:\n    memory: 4096\n", "security.argon2.memory: unknown key"),
+])
+def test_password_hashing_keys_are_validated(tmp_path: Path, yaml_text: str,
+                                             message: str) -> None:
+    path = write(tmp_path, yaml_text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert any(message in line for line in info.value.errors), info.value.errors

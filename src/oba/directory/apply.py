@@ -6,7 +6,10 @@ written, so a failed command changes nothing. Result codes and messages follow O
 (back-mdb) as observed with ldapadd/ldapmodify: frontend checks (undefined type 17, no user
 modification 19, syntax 21, duplicate values 20) come before the existence checks (68, 32 with
 the nearest existing ancestor as matchedDN), which come before schema checks (65, 64, 19).
-Values are compared by the attribute's equality rule and stored exactly as given.
+Values are compared by the attribute's equality rule and stored exactly as given, under the
+attribute description's key (``oba.schema.options``): ``cn;lang-en`` is an attribute of its own
+(its values, SINGLE-VALUE and duplicates are counted apart from ``cn``'s), ``;binary`` is
+accepted on the certificate types and dropped (RFC 4523 2.1), an unknown option is 17.
 structuralObjectClass is fixed at add: a modify whose objectClass values would give another
 structural class fails with objectClassModsProhibited (69), an unrelated second structural class
 with objectClassViolation (65, "invalid structural object class chain"), as slapd answers.
@@ -22,6 +25,10 @@ deleted and re-created entry does not inherit them either.
 Failed and successful binds are SystemCommands (``lockout.failure`` / ``lockout.success``,
 registered below): their lockout arithmetic runs here, on the entry as stored in the applying
 transaction, so concurrent binds are counted one after the other wherever they came from.
+A ``password.rehash`` (a stored password re-made with the configured scheme after a bind) is a
+compare-and-set on the one ``userPassword`` value: replaced only while it is still stored, and
+not a credential change (the epoch, ``pwdChangedTime``, ``pwdHistory`` and the modifiers are
+left alone: the password is the same, only its stored form changes).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from oba.directory import lockout
 from oba.directory.commands import (
     BIND_FAILURE,
     BIND_SUCCESS,
+    PASSWORD_REHASH,
     AddCommand,
     Command,
     DeleteCommand,
@@ -53,6 +61,7 @@ from oba.directory.groups import (
     after_rename,
 )
 from oba.protocol.dn import DN, DNError, format_dn, parse_dn
+from oba.schema.options import OptionError, describe
 from oba.storage.lmdbstore import ReadTxn, WriteTxn, id_bytes, parent_ndn
 from oba.storage.schemaapi import SchemaLike
 
@@ -153,7 +162,7 @@ def _no_user_mod(schema: SchemaLike, canon: str) -> bool:
         hit = memo.get(canon)
         if hit is not None:
             return bool(hit)
-    if canon.lower() in OPERATIONAL:
+    if canon.split(";", 1)[0].lower() in OPERATIONAL:
         result = True
     else:
         result = _flag(schema.attribute(canon), "no_user_modification", "no_user_mod")
@@ -166,7 +175,8 @@ def _operational(schema: SchemaLike, canon: str) -> bool:
     memo = _memo(schema, "_apply_operational")
     hit = None if memo is None else memo.get(canon)
     if hit is None:
-        hit = canon.lower() in OPERATIONAL or _flag(schema.attribute(canon), "operational")
+        hit = (canon.split(";", 1)[0].lower() in OPERATIONAL
+               or _flag(schema.attribute(canon), "operational"))
         if memo is not None:
             memo[canon] = hit
     return bool(hit)
@@ -193,6 +203,26 @@ def _canon(schema: SchemaLike, name: str) -> str:
     if canon is None:
         raise _Fail(UNDEFINED_TYPE, f"{name}: attribute type undefined")
     return canon
+
+
+def _key_or_problem(schema: SchemaLike, name: str) -> tuple[str | None, str]:
+    """The key the values of the attribute description ``name`` are stored under
+    (``oba.schema.options``: ``cn;lang-en``, ``userCertificate`` for
+    ``userCertificate;binary``), or None and why not (LDAP 17)."""
+    try:
+        found = describe(schema, name)
+    except OptionError as exc:
+        return None, str(exc)
+    if found is None:
+        return None, f"{name}: attribute type undefined"
+    return found.key, ""
+
+
+def _key(schema: SchemaLike, name: str) -> str:
+    key, problem = _key_or_problem(schema, name)
+    if key is None:
+        raise _Fail(UNDEFINED_TYPE, problem)
+    return key
 
 
 def _norm(schema: SchemaLike, canon: str, value: bytes) -> bytes:
@@ -407,7 +437,7 @@ def _schema_check_uncached(schema: SchemaLike, attrs: dict[str, list[bytes]]) ->
     if extensible:
         return
     for name in attrs:
-        if name.lower() not in allowed and not _no_user_mod(schema, name) \
+        if name.split(";", 1)[0].lower() not in allowed and not _no_user_mod(schema, name) \
                 and not _operational(schema, name):
             raise _Fail(OBJECT_CLASS_VIOLATION, f"attribute '{name}' not allowed")
 
@@ -596,10 +626,11 @@ def _add_values(cmd: AddCommand, ctx: ApplyContext
     attrs: dict[str, list[bytes]] = {}
     norms: dict[str, list[bytes]] = {}
     known = _memo(schema, "_apply_normalizers")  # filled by _normalizer
-    for (name, values), (canon, no_user_mod) in zip(cmd.attributes, _name_plan(schema, cmd),
-                                                    strict=True):
-        if canon is None:
-            raise _Fail(UNDEFINED_TYPE, f"{name}: attribute type undefined")
+    for (name, values), (canon, no_user_mod, problem) in zip(cmd.attributes,
+                                                             _name_plan(schema, cmd),
+                                                             strict=True):
+        if canon is None:  # ``canon``: the storage key (the canonical type, its tags)
+            raise _Fail(UNDEFINED_TYPE, problem)
         if not values:
             raise _Fail(PROTOCOL_ERROR, f"{name}: no values for attribute type")
         prev = attrs.get(canon)
@@ -621,18 +652,19 @@ def _add_values(cmd: AddCommand, ctx: ApplyContext
     return dn, ndn, attrs, norms
 
 
-def _name_plan(schema: SchemaLike, cmd: AddCommand) -> tuple[tuple[str | None, bool], ...]:
-    """(canonical name or None, NO-USER-MODIFICATION) of each attribute an add lists:
-    schema-only answers, memoised on the list of names (adds repeat a few shapes)."""
+def _name_plan(schema: SchemaLike, cmd: AddCommand
+               ) -> tuple[tuple[str | None, bool, str], ...]:
+    """(storage key or None, NO-USER-MODIFICATION, why there is no key) of each attribute an
+    add lists: schema-only answers, memoised on the list of names (adds repeat a few shapes)."""
     names = tuple(name for name, _ in cmd.attributes)
     memo = _memo(schema, "_apply_add_names")
     plan = None if memo is None else memo.get(names)
     if plan is None:
-        canons = [schema.canonical(name) for name in names]
-        plan = tuple((c, c is not None and _no_user_mod(schema, c)) for c in canons)
+        keys = [_key_or_problem(schema, name) for name in names]
+        plan = tuple((k, k is not None and _no_user_mod(schema, k), why) for k, why in keys)
         if memo is not None:
             memo[names] = plan
-    return cast("tuple[tuple[str | None, bool], ...]", plan)
+    return cast("tuple[tuple[str | None, bool, str], ...]", plan)
 
 
 def _add_naming_and_schema(cmd: AddCommand, schema: SchemaLike, dn: DN,
@@ -749,7 +781,7 @@ def _modify(txn: WriteTxn, cmd: ModifyCommand, ctx: ApplyContext) -> ApplyResult
     system = cmd.actor == SYSTEM_ACTOR
     credentials = False
     for op, name, values in cmd.changes:
-        canon = _canon(schema, name)
+        canon = _key(schema, name)  # the storage key: the canonical type and its tags
         if canon in EPOCH_ATTRS:
             credentials = True
         if _no_user_mod(schema, canon) and not (system and canon.lower() in SERVER_MANAGED):
@@ -1025,6 +1057,31 @@ def _bind_success(txn: WriteTxn, cmd: SystemCommand, ctx: ApplyContext) -> Apply
     return _system_modify(txn, cmd, entry, changes, ctx) if changes else ApplyResult(SUCCESS)
 
 
+def _password_rehash(txn: WriteTxn, cmd: SystemCommand, ctx: ApplyContext) -> ApplyResult:
+    """Replace the ``userPassword`` value ``old`` with ``new`` if ``old`` is still stored
+    (noSuchAttribute, changing nothing, when it is not: the password changed meanwhile).
+    The credential epoch is not raised: the password is the same one."""
+    payload = cmd.payload
+    try:
+        dn, old, new = str(payload["dn"]), payload["old"], payload["new"]
+    except (KeyError, TypeError) as exc:
+        raise _Fail(PROTOCOL_ERROR, f"{cmd.kind}: bad payload") from exc
+    if not (isinstance(old, bytes) and isinstance(new, bytes) and old and new.startswith(b"{")
+            and b"}" in new):
+        raise _Fail(PROTOCOL_ERROR, f"{cmd.kind}: bad payload")
+    _, ndn = _parse(ctx.schema, dn)
+    _check_served(ctx, ndn)
+    entry = _load(txn, ndn)
+    values = entry.attrs.get("userPassword", [])
+    if old not in values:
+        return ApplyResult(NO_SUCH_ATTRIBUTE, message="the password changed meanwhile")
+    attrs = dict(entry.attrs)
+    attrs["userPassword"] = ([v for v in values if v != old] if new in values
+                             else [new if v == old else v for v in values])
+    txn.put_entry(Entry(entry.id, entry.dn, attrs), entry)
+    return ApplyResult(SUCCESS)
+
+
 SystemHandler = Callable[[WriteTxn, SystemCommand, ApplyContext], ApplyResult]
 _SYSTEM_HANDLERS: dict[str, SystemHandler] = {}
 
@@ -1060,3 +1117,4 @@ def apply(txn: WriteTxn, cmd: Command, ctx: ApplyContext) -> ApplyResult:
 
 register_system(BIND_FAILURE, _bind_failure)
 register_system(BIND_SUCCESS, _bind_success)
+register_system(PASSWORD_REHASH, _password_rehash)

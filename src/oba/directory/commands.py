@@ -91,6 +91,21 @@ def bind_success(dn: str, now: float, window: float, request_id: str, actor: str
                          request_id, actor, time)
 
 
+# A stored password re-made with the configured scheme and parameters after a successful bind
+# (``oba.directory.apply`` replaces the value only if it is still the one the bind verified).
+PASSWORD_REHASH = "password.rehash"
+
+
+def password_rehash(dn: str, old: bytes, new: bytes, request_id: str, actor: str,
+                    time: str) -> SystemCommand:
+    """Replace the ``userPassword`` value ``old`` of ``dn`` (the one a bind just verified)
+    with ``new`` (the same password hashed with the configured scheme and parameters): a
+    server bookkeeping write, not a password change (compare-and-set: nothing happens when
+    ``old`` is no longer stored)."""
+    return SystemCommand(PASSWORD_REHASH, {"dn": dn, "old": bytes(old), "new": bytes(new)},
+                         request_id, actor, time)
+
+
 class CommandDecodeError(ValueError):
     """The bytes are not an encoded command."""
 

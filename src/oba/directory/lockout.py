@@ -69,6 +69,11 @@ def counted_failures(attrs: Attrs, window: float, now: float) -> int:
     return n
 
 
+def failure_stamp(now: float) -> bytes:
+    """The ``pwdFailureTime`` value of a failure at ``now``."""
+    return format_time(now, fraction=True).encode()
+
+
 def record_failure(attrs: Attrs, now: float, max_attempts: int, window: float
                    ) -> tuple[Changes, bool]:
     """The changes recording one more failed bind, and whether they lock the account.
@@ -83,10 +88,10 @@ def record_failure(attrs: Attrs, now: float, max_attempts: int, window: float
             when = parse_time(value)
             if when is not None and now - when < window:
                 kept.append(value)
-    stamp = format_time(now, fraction=True).encode()
+    stamp = failure_stamp(now)
     while stamp in kept:  # two failures in the same microsecond
         now += 0.000001
-        stamp = format_time(now, fraction=True).encode()
+        stamp = failure_stamp(now)
     kept.append(stamp)
     changes: list[tuple[int, str, tuple[bytes, ...]]] = [(REPLACE, FAILURES, tuple(kept))]
     lock = len(kept) >= max_attempts

@@ -14,9 +14,15 @@ _PUBLIC = {"/api/v1/health", "/api/v1/auth/bind", "/api/v1/config/public",
            "/api/v1/cluster/health", "/api/v1/cluster/ready"}
 
 
+# public unless rest.clusterStatusAuth is on
+_SWITCHED = {"/api/v1/cluster/status", "/api/v1/cluster/leader"}
+
+
 def _access(path: str, op: dict[str, Any]) -> str:
     if path in _PUBLIC:
         return "public"
+    if path in _SWITCHED:
+        return "public¹"
     admin_prefixes = ("/api/v1/acl", "/api/v1/config", "/api/v1/cluster/members",
                       "/api/v1/cluster/transfer-leadership", "/api/v1/backup",
                       "/api/v1/logs/archive", "/api/v1/logs/stats")
@@ -56,6 +62,8 @@ def _response(op: dict[str, Any]) -> str:
         content = resp.get("content", {})
         if "application/x-ndjson" in content:
             return f"{status} NDJSON"
+        if "text/event-stream" in content:
+            return f"{status} SSE"
         if "application/json" in content:
             return f"{status} {_ref_name(content['application/json'].get('schema'))}"
         return status
@@ -101,12 +109,27 @@ def render_rest_reference() -> str:
         "  `POST /auth/bind` like LDAP binds; `lock-status` reports it, `unlock` clears it (root",
         "  DN, or whoever the ACL lets write `pwdAccountLockedTime`).",
         "- Audit trail: `/logs`, `/logs/export`, `/activities` and the Server-Sent Events stream",
-        "  `GET /api/v1/events` (`change` and `audit` events; not in the OpenAPI document) show",
-        "  the administrator every record. Anyone else sees only their own records (their binds,",
-        "  failed ones included, and writes) that name entries they may read, listing only the",
-        "  attribute names they may read; `change` events for entries they may read. Totals and",
-        "  `search` count that view only. `/logs/stats`, `/logs/archives` (file names, never",
-        "  server paths), `POST /logs/archive` and `DELETE /logs` are admin only.",
+        "  `GET /api/v1/events` show the administrator every record. Anyone else sees only their",
+        "  own records (their binds, failed ones included, and writes) that name entries they may",
+        "  read, listing only the attribute names they may read. Totals and `search` count that",
+        "  view only. `/logs/stats`, `/logs/archives` (file names, never server paths),",
+        "  `POST /logs/archive` and `DELETE /logs` are admin only.",
+        "- `GET /events` (login required) is a Server-Sent Events stream that never ends on its",
+        "  own: `event: change` `{index, type: add|delete|modify|moddn, dn, previousDN?, actor}`,",
+        "  `event: audit` (an audit record plus `index`), `event: reset` (resync), `event: end`",
+        "  `{reason}`; `id:` is the applied index, sent back as `Last-Event-ID` to resume. A",
+        "  non-admin gets changes to entries they may read only: a rename whose old DN they may",
+        "  not read comes as an `add` of the new DN, one whose new DN they may not read as a",
+        "  `delete` of the old DN. The stream ends with `event: end` once its account is",
+        "  deleted, renamed, disabled, locked or has its password changed.",
+        "- Entries you may not read do not exist for you: a 404's \"nearest existing entry\" is",
+        "  the nearest one you may read, the same whether the entry is missing or hidden.",
+        "  `/stats` sends `storage`, `security` and `operations` (whole-directory counts) to the",
+        "  root DN only (to everyone under the built-in policy).",
+        "",
+        "¹ `GET /cluster/status` and `/cluster/leader` answer without credentials (they hold",
+        "node ids, Raft states, terms, indexes and Raft addresses, no secret); with",
+        "`rest.clusterStatusAuth: true` they need authentication like the *auth* routes.",
         "",
         "| Method | Path | Access | Request | Success | Summary |",
         "|---|---|---|---|---|---|",

@@ -96,6 +96,8 @@ def from_op_error(exc: OpError) -> ApiError:
     message = exc.message or exc.code.name.replace("_", " ").lower()
     if exc.code == ResultCode.NO_SUCH_OBJECT and exc.matched_dn:
         message = f"{message} (nearest existing entry: {exc.matched_dn})"
+    if exc.code == ResultCode.BUSY:  # e.g. too many password checks queued: retry shortly
+        return ApiError(status, name, message, int(exc.code), headers={"Retry-After": "1"})
     return ApiError(status, name, message, int(exc.code))
 
 
