@@ -30,6 +30,7 @@ import pytest
 
 from integration._support import BASE_DN, ROOT_DN, ROOT_PW, connect
 from integration.test_audit_support import AuditServer
+from security.test_bind_oracle import OneProcessServer
 
 PW = "Bound-pass-1"
 QUEUE = 4
@@ -48,17 +49,6 @@ SETTINGS = f"""security:
 FLOOD_CONNECTIONS = 24
 FLOOD_SECONDS = 3.0
 TRIES = 10  # interleaved refused binds per timing case
-
-
-class OneProcessServer(AuditServer):
-    """One listener process, so one hashing pool serves every connection."""
-
-    def command(self) -> list[str]:
-        cmd = super().command()
-        text = self.config_path.read_text(encoding="utf-8")
-        self.config_path.write_text(text.replace("server:\n", "server:\n  workers: 1\n", 1),
-                                    encoding="utf-8")
-        return cmd
 
 
 @pytest.fixture(scope="module")
